@@ -1,0 +1,1 @@
+"""ONNX export of a generator's streaming step, and the onnxruntime streaming backend."""

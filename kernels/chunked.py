@@ -1,0 +1,109 @@
+"""Chunk-parallel selective scan in plain torch: the CPU fast path, exportable to ONNX.
+
+The sequence is cut into chunks of `T` steps. Pass 1 runs the recurrence inside every chunk at once
+(vectorised over chunks) from a zero state, keeping only each chunk's final state and its total decay
+exp(sum of delta*A) — a reduction, never an exp of a cumulative sum, so nothing can overflow for any
+length or decay. A short loop over chunks then turns those into each chunk's true initial state, and
+pass 2 reruns the recurrence inside every chunk from its true initial state, keeping all states for
+the output contraction with C. Sequential depth is 2*T + L/T instead of L.
+
+To stay in cache (fresh multi-megabyte allocations page-fault and dominate on CPU), long sequences
+are processed in super-blocks of about `_PIECE_ELEMENTS` state elements, carrying the state between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .reference import finish_output, prepare_delta
+
+_PIECE_ELEMENTS = 1 << 18  # state elements per super-block: ~1 MB in fp32, fits in L2
+
+
+def _chunk_len(length: int) -> int:
+    """Chunk length minimising the sequential depth 2*T + L/T."""
+    return max(1, min(length, round(math.sqrt(length / 2))))
+
+
+def _scan_piece(delta_a: Tensor, delta_u: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Scan one super-block.
+
+    delta_a: (b, d, nc, T, n) = delta * A (<= 0); delta_u: (b, d, nc, T); B, C: (b, nc, T, n);
+    h: (b, d, n) state before the block. Returns y (b, d, nc*T) and the state after the block.
+    """
+    b, d, nc, T, n = delta_a.shape
+    decay = delta_a.exp()
+    chunk_decay = delta_a.sum(dim=3).exp()  # (b, d, nc, n): decay across a whole chunk
+    inject = delta_u.unsqueeze(-1) * B.unsqueeze(1)  # (b, d, nc, T, n)
+    # Pass 1: every chunk from a zero state, only the final states are kept.
+    local = inject[:, :, :, 0]
+    for t in range(1, T):
+        local = torch.addcmul(inject[:, :, :, t], decay[:, :, :, t], local)
+    # Carry: each chunk's true initial state.
+    starts = []
+    for c in range(nc):
+        starts.append(h)
+        h = torch.addcmul(local[:, :, c], chunk_decay[:, :, c], h)
+    state = torch.stack(starts, dim=2)  # (b, d, nc, n)
+    # Pass 2: every chunk from its true initial state, all states kept.
+    states = []
+    for t in range(T):
+        state = torch.addcmul(inject[:, :, :, t], decay[:, :, :, t], state)
+        states.append(state)
+    y = (torch.stack(states, dim=3) * C.unsqueeze(1)).sum(-1)  # (b, d, nc, T)
+    return y.reshape(b, d, nc * T), h
+
+
+def selective_scan_chunked(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Same contract as `kernels.reference.selective_scan_ref`, chunk-parallel."""
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    delta = prepare_delta(delta, delta_bias, delta_softplus)
+    A = A.float()
+    delta_u = delta * u.float()
+    Bt = B.float().transpose(1, 2)  # (b, L, n)
+    Ct = C.float().transpose(1, 2)
+    h = (
+        initial_state.float()
+        if initial_state is not None
+        else u.new_zeros(batch, dim, dstate, dtype=torch.float32)
+    )
+    piece = max(1, _PIECE_ELEMENTS // max(1, batch * dim * dstate))
+    ys = []
+    for start in range(0, length, piece):
+        stop = min(length, start + piece)
+        span = stop - start
+        T = _chunk_len(span)
+        nc = -(-span // T)
+        pad = nc * T - span  # padded steps have delta = 0: decay 1, no input, outputs dropped
+        d_p = torch.nn.functional.pad(delta[:, :, start:stop], (0, pad))
+        du_p = torch.nn.functional.pad(delta_u[:, :, start:stop], (0, pad))
+        B_p = torch.nn.functional.pad(Bt[:, start:stop], (0, 0, 0, pad))
+        C_p = torch.nn.functional.pad(Ct[:, start:stop], (0, 0, 0, pad))
+        delta_a = (d_p.unsqueeze(-1) * A.unsqueeze(1)).reshape(batch, dim, nc, T, dstate)
+        y, h = _scan_piece(
+            delta_a,
+            du_p.reshape(batch, dim, nc, T),
+            B_p.reshape(batch, nc, T, dstate),
+            C_p.reshape(batch, nc, T, dstate),
+            h,
+        )
+        ys.append(y[:, :, :span])
+    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0, dtype=torch.float32)
+    out = finish_output(y, u, D, z)
+    return (out, h) if return_final_state else out

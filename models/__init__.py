@@ -1,0 +1,1 @@
+"""Streaming generators (Wave-U-Mamba, AEROMamba), their layers, presets and weights."""

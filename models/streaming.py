@@ -1,0 +1,82 @@
+"""The streaming contract every livesr module follows.
+
+    init_state(batch, device) -> State      # flat dict[str, Tensor], fp32, fixed shapes
+    step(x, state) -> (y, new_state)        # pure: the input state is never mutated
+    forward(x) == step(x, init_state(...))[0]
+
+`block_multiple`: the lengths `step` accepts are multiples of it (in the module's input samples).
+`latency`: algorithmic delay in samples at the module's output rate: an impulse at input sample t
+comes out at output sample t + latency (for same-rate modules).
+
+Composite modules keep their children's states under dotted prefixes ("down.0.conv.ctx"), so the
+state of a whole generator is one flat dict that maps one-to-one onto ONNX graph inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+
+
+class StreamingModule(nn.Module):
+    """Base class: subclasses implement `init_state` and `step`; `forward` is one big step."""
+
+    block_multiple: int = 1
+    latency: int = 0
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.step(x, self.init_state(x.shape[0], x.device))[0]
+
+    def check_block(self, length: int) -> None:
+        """Raise a clear error when `length` is not an accepted block length."""
+        if length % self.block_multiple != 0:
+            raise ValueError(
+                f"{type(self).__name__}: block length {length} is not a multiple of "
+                f"block_multiple={self.block_multiple}"
+            )
+
+
+def substate(state: State, prefix: str) -> State:
+    """The part of `state` stored under `prefix.` with the prefix removed."""
+    cut = len(prefix) + 1
+    head = prefix + "."
+    return {k[cut:]: v for k, v in state.items() if k.startswith(head)}
+
+
+def prefixed(prefix: str, state: State) -> State:
+    """`state` with every key moved under `prefix.`."""
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def init_children(children: dict[str, StreamingModule], batch: int, device) -> State:
+    """The flat initial state of several named children."""
+    out: State = {}
+    for name, child in children.items():
+        out.update(prefixed(name, child.init_state(batch, device)))
+    return out
+
+
+def with_context(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+    """Prepend the cached left context to `x` (time on the last axis).
+
+    Returns (context ++ x, the new context = the last `context.shape[-1]` samples of it). This is the
+    one implementation of "cache the left context" that every causal layer uses.
+    """
+    keep = context.shape[-1]
+    if keep == 0:
+        return x, context
+    full = torch.cat([context, x], dim=-1)
+    return full, full[..., full.shape[-1] - keep :]
+
+
+def state_size(state: State) -> int:
+    """Number of scalars in a state (bytes = 4 x this: states are fp32)."""
+    return sum(t.numel() for t in state.values())
