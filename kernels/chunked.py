@@ -21,11 +21,14 @@ from torch import Tensor
 from .reference import finish_output, prepare_delta
 
 _PIECE_ELEMENTS = 1 << 18  # state elements per super-block: ~1 MB in fp32, fits in L2
+_SEQUENTIAL_MAX = 24  # up to this length a plain sequential pass has the fewest ops
 
 
 def _chunk_len(length: int) -> int:
-    """Chunk length minimising the sequential depth 2*T + L/T."""
-    return max(1, min(length, round(math.sqrt(length / 2))))
+    """Chunk length minimising the sequential depth (2*T + L/T ops; one plain pass for short blocks)."""
+    if length <= _SEQUENTIAL_MAX:
+        return max(1, length)
+    return max(1, round(math.sqrt(length / 2)))
 
 
 def _scan_piece(delta_a: Tensor, delta_u: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -35,26 +38,29 @@ def _scan_piece(delta_a: Tensor, delta_u: Tensor, B: Tensor, C: Tensor, h: Tenso
     h: (b, d, n) state before the block. Returns y (b, d, nc*T) and the state after the block.
     """
     b, d, nc, T, n = delta_a.shape
-    decay = delta_a.exp()
-    chunk_decay = delta_a.sum(dim=3).exp()  # (b, d, nc, n): decay across a whole chunk
-    inject = delta_u.unsqueeze(-1) * B.unsqueeze(1)  # (b, d, nc, T, n)
-    # Pass 1: every chunk from a zero state, only the final states are kept.
-    local = inject[:, :, :, 0]
-    for t in range(1, T):
-        local = torch.addcmul(inject[:, :, :, t], decay[:, :, :, t], local)
-    # Carry: each chunk's true initial state.
-    starts = []
-    for c in range(nc):
-        starts.append(h)
-        h = torch.addcmul(local[:, :, c], chunk_decay[:, :, c], h)
-    state = torch.stack(starts, dim=2)  # (b, d, nc, n)
-    # Pass 2: every chunk from its true initial state, all states kept.
+    decay = delta_a.exp().unbind(3)
+    inject = (delta_u.unsqueeze(-1) * B.unsqueeze(1)).unbind(3)  # T x (b, d, nc, n)
+    if nc == 1:
+        start = h.unsqueeze(2)
+    else:
+        # Pass 1: chunks 0..nc-2 from a zero state; only their final states are needed.
+        local = inject[0][:, :, :-1]
+        for t in range(1, T):
+            local = torch.addcmul(inject[t][:, :, :-1], decay[t][:, :, :-1], local)
+        # Carry: each chunk's true initial state, from its predecessor's and the decay across it.
+        chunk_decay = delta_a[:, :, :-1].sum(dim=3).exp()  # (b, d, nc-1, n)
+        starts = [h]
+        for c_local, c_decay in zip(local.unbind(2), chunk_decay.unbind(2)):
+            starts.append(torch.addcmul(c_local, c_decay, starts[-1]))
+        start = torch.stack(starts, dim=2)  # (b, d, nc, n)
+    # Pass 2: every chunk from its true initial state, all states kept for the C contraction.
     states = []
+    state = start
     for t in range(T):
-        state = torch.addcmul(inject[:, :, :, t], decay[:, :, :, t], state)
+        state = torch.addcmul(inject[t], decay[t], state)
         states.append(state)
     y = (torch.stack(states, dim=3) * C.unsqueeze(1)).sum(-1)  # (b, d, nc, T)
-    return y.reshape(b, d, nc * T), h
+    return y.reshape(b, d, nc * T), state[:, :, -1]
 
 
 def selective_scan_chunked(

@@ -22,3 +22,46 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def _jack_running() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("jack_lsp") is None:
+        return False
+    return subprocess.run(["jack_lsp"], capture_output=True, timeout=10).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """A running JACK server: the one already up, or a dummy-backend one started for the session.
+
+    The dummy backend is a real, paced sound card (48 kHz, 480-frame periods) that needs no hardware, so the
+    live tests drive a true duplex stream. Skips when jackd is not installed.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    if _jack_running():
+        yield None
+        return
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not installed (apt-get install jackd2)")
+    proc = subprocess.Popen(
+        ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "480", "-C", "2", "-P", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while not _jack_running():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.skip("jackd did not start")
+        time.sleep(0.2)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
