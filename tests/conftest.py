@@ -63,5 +63,12 @@ def jack_server():
     try:
         yield proc
     finally:
+        # PortAudio must close its JACK client while the server is alive: terminating it later (at
+        # interpreter exit) trips an assertion inside PortAudio's JACK host API and aborts the process.
+        import sys
+
+        sd = sys.modules.get("sounddevice")
+        if sd is not None:
+            sd._terminate()
         proc.terminate()
         proc.wait(timeout=10)

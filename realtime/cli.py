@@ -1,0 +1,529 @@
+"""`python -m realtime`: live duplex processing, file processing, device listing.
+
+Every user error (unknown device, unsupported rate, missing or corrupt weights, bad arguments) ends
+as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROG = "python -m realtime"
+STANDARD_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+# ---- devices ------------------------------------------------------------------------------------------
+def _sd() -> Any:
+    # Imported late: PortAudio enumerates devices (and JACK servers) when sounddevice is first imported.
+    import sounddevice
+
+    return sounddevice
+
+
+def device_table(kind: str | None = None) -> str:
+    """All devices as sounddevice prints them, or the usable ones for `kind` on one line."""
+    sd = _sd()
+    devices = sd.query_devices()
+    if kind is None:
+        return str(devices)
+    key = f"max_{kind}_channels"
+    usable = [f"{d['index']} {d['name']!r} ({d[key]} ch)" for d in devices if d[key] > 0]
+    return ", ".join(usable) or "none"
+
+
+def resolve_device(spec: str | int | None, kind: str) -> int:
+    """A device index from an index or a case-insensitive name substring; `None` = the default device."""
+    if kind not in ("input", "output"):
+        raise ValueError(f"kind must be 'input' or 'output', got {kind!r}")
+    sd = _sd()
+    devices = list(sd.query_devices())
+    key = f"max_{kind}_channels"
+    usable = [d for d in devices if d[key] > 0]
+    if spec is None or spec == "":
+        default = sd.default.device[0 if kind == "input" else 1]
+        if default is None or default < 0:
+            if not usable:
+                raise CliError(f"no {kind} device found (see --list-devices)")
+            return int(usable[0]["index"])
+        return int(default)
+    text = str(spec).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        match = [d for d in usable if d["index"] == index]
+        if not match:
+            raise CliError(f"no {kind} device {index}; {kind} devices: {device_table(kind)}")
+        return index
+    match = [d for d in usable if text.lower() in d["name"].lower()]
+    exact = [d for d in match if d["name"].lower() == text.lower()]
+    if len(exact) == 1:
+        return int(exact[0]["index"])
+    if len(match) != 1:
+        what = "matches no" if not match else f"matches {len(match)}"
+        raise CliError(f"{kind} device {text!r} {what} {kind} devices; {kind} devices: {device_table(kind)}")
+    return int(match[0]["index"])
+
+
+def check_device_rate(device: int, rate: int, channels: int, kind: str) -> None:
+    """Raise a CliError naming the supported rates when `device` cannot run at `rate` Hz."""
+    sd = _sd()
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        check(device=device, samplerate=rate, channels=channels, dtype="float32")
+        return
+    except sd.PortAudioError as err:
+        error = err
+    name = sd.query_devices(device)["name"]
+    if "channel" in str(error).lower():
+        raise CliError(f"{kind} device {device} ({name}) cannot open {channels} channel(s): {error}")
+    supported = []
+    for candidate in STANDARD_RATES:
+        try:
+            check(device=device, samplerate=candidate, channels=channels, dtype="float32")
+            supported.append(str(candidate))
+        except sd.PortAudioError:
+            pass
+    raise CliError(
+        f"{kind} device {device} ({name}) does not support {rate} Hz; supported: {', '.join(supported) or 'none'}"
+    )
+
+
+# ---- model ------------------------------------------------------------------------------------------------
+def load_generator(name: str, random_init: bool, fallback_random: bool = False) -> tuple[Any, bool]:
+    """(generator, trained?) for a preset name or a .safetensors path.
+
+    A preset without shipped weights is refused unless `random_init` (live and file mode: the output
+    would be untrained) or `fallback_random` (profiling: timing does not depend on weight values).
+    """
+    from models.registry import PRESETS, WeightsError, WeightsNotFoundError, load_model
+
+    is_preset = name in PRESETS
+    try:
+        if is_preset and random_init:
+            return load_model(name, pretrained=False), False
+        return load_model(name, pretrained=True), True
+    except WeightsNotFoundError as err:
+        if not is_preset:
+            raise CliError(str(err)) from None
+        if fallback_random:
+            print(
+                f"note: {name!r} ships no trained weights yet; timing random weights (same cost)",
+                file=sys.stderr,
+            )
+            return load_model(name, pretrained=False), False
+        raise CliError(
+            f"preset {name!r} ships no trained weights yet; pass --random-init to run it with untrained "
+            "random weights (for testing the audio path)"
+        ) from None
+    except (WeightsError, ValueError, OSError) as err:
+        raise CliError(f"cannot load model {name!r}: {err}") from None
+
+
+def warn_untrained(name: str) -> None:
+    bar = "!" * 78
+    print(
+        f"{bar}\n WARNING: model {name!r} runs with RANDOM, UNTRAINED weights (--random-init).\n"
+        f" The output is not super-resolved audio; use this only to test the audio path.\n{bar}",
+        file=sys.stderr,
+    )
+
+
+def build_processor(model: Any, input_rate: int, output_rate: int | None, backend: str, **kwargs: Any) -> Any:
+    """A Processor, or a one-line CliError (bad rates or block sizes, a backend that cannot run this model)."""
+    from .processor import Processor
+
+    try:
+        return Processor(model, input_rate, output_rate, backend=backend, **kwargs)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    except Exception as err:  # an explicitly requested backend failed to build (e.g. the ONNX export)
+        if backend == "auto":
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CliError(f"backend {backend!r} cannot run this model: {type(err).__name__}: {first}") from None
+
+
+def make_processor(
+    model: Any, args: argparse.Namespace, input_rate: int, output_rate: int | None, channels: int
+) -> Any:
+    proc = build_processor(
+        model,
+        input_rate,
+        output_rate,
+        args.backend,
+        channels=channels,
+        block_size=args.model_block,
+        dry_wet=args.dry_wet,
+    )
+    proc.bypass = args.bypass
+    return proc
+
+
+# ---- file mode ----------------------------------------------------------------------------------------------
+def stream_file(
+    processor: Any,
+    read: Callable[[int], np.ndarray],
+    frames: int,
+    write: Callable[[np.ndarray], None],
+    block: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Run `frames` input samples through `processor` block by block, latency compensated.
+
+    `read(k)` returns the next k input samples (samples, channels); `write` receives the output in
+    order. The output is time-aligned with the input and round(frames x ratio) samples long, exactly
+    what `Processor.process_file_array` returns for the whole signal: the first `latency` samples
+    are dropped and zeros are fed after the end to flush the rest out. Returns the samples written.
+    """
+    rate_in, rate_out = processor.input_rate, processor.output_rate
+    n_out = (2 * frames * rate_out + rate_in) // (2 * rate_in)
+    n_total = -(-(processor.latency + n_out) * rate_in // rate_out)
+    processor.reset()
+    skip, written, fed = processor.latency, 0, 0
+    while fed < n_total:
+        take = min(block, n_total - fed)
+        real = max(0, min(take, frames - fed))
+        chunk = read(real) if real else np.zeros((0, processor.channels), np.float32)
+        if chunk.shape[0] != real:
+            raise CliError(f"input ended after {fed + chunk.shape[0]} of {frames} samples")
+        if real < take:
+            chunk = np.concatenate([chunk, np.zeros((take - real, chunk.shape[1]), chunk.dtype)])
+        y = processor.process(chunk)
+        cut = min(skip, y.shape[0])
+        skip -= cut
+        y = y[cut : cut + n_out - written]
+        write(y)
+        written += y.shape[0]
+        fed += take
+        if progress is not None:
+            progress(real)
+    return written
+
+
+def process_file(
+    processor_for: Callable[[int, int], Any],
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    progress: Callable[[int], None] | None = None,
+    show_bar: bool = True,
+) -> dict:
+    """Process the audio file `src` into `dst`, written atomically.
+
+    `processor_for(input_rate, channels)` makes the processor once the file's format is known. The
+    output goes to a hidden temporary file beside `dst` that replaces `dst` only when complete, so an
+    interruption or a crash never leaves a partial `dst`.
+    """
+    import soundfile as sf
+
+    src, dst = Path(src), Path(dst)
+    try:
+        info = sf.info(str(src))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise CliError(f"cannot read {src}: {err}") from None
+    fmt = dst.suffix[1:].upper()
+    if fmt not in sf.available_formats():
+        raise CliError(f"unsupported output format {dst.suffix!r}; use one of .wav, .flac, .ogg, ...")
+    subtype = info.subtype if sf.check_format(fmt, info.subtype) else None
+    processor = processor_for(info.samplerate, info.channels)
+    block = -(-processor.model_block * processor.input_rate // processor.model_rate)
+    if not dst.parent.is_dir():
+        raise CliError(f"output folder {dst.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    os.close(fd)
+    bar = None
+    try:
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=info.frames, unit="sample", unit_scale=True, desc=src.name, file=sys.stderr)
+        hooks = [h for h in (bar.update if bar else None, progress) if h is not None]
+        with (
+            sf.SoundFile(str(src)) as reader,
+            sf.SoundFile(
+                tmp,
+                "w",
+                samplerate=processor.output_rate,
+                channels=info.channels,
+                format=fmt,
+                subtype=subtype,
+            ) as writer,
+        ):
+            written = stream_file(
+                processor,
+                lambda k: reader.read(k, dtype="float32", always_2d=True),
+                info.frames,
+                writer.write,
+                block,
+                (lambda k: [h(k) for h in hooks]) if hooks else None,
+            )
+        os.replace(tmp, dst)
+    finally:
+        if bar is not None:
+            bar.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {
+        "input": str(src),
+        "output": str(dst),
+        "input_rate": info.samplerate,
+        "output_rate": processor.output_rate,
+        "input_frames": info.frames,
+        "output_frames": written,
+        "latency_compensated": processor.latency,
+        "processor_stats": {k: getattr(processor.stats, k) for k in vars(processor.stats)},
+    }
+
+
+# ---- live mode ----------------------------------------------------------------------------------------------
+def open_devices(args: argparse.Namespace) -> dict:
+    """Resolve and check the live devices and rates first: a typo should not wait for a model to load."""
+    sd = _sd()
+    in_dev = resolve_device(args.input_device if args.input_device is not None else args.device, "input")
+    out_dev = resolve_device(args.output_device if args.output_device is not None else args.device, "output")
+    in_info, out_info = sd.query_devices(in_dev), sd.query_devices(out_dev)
+    in_rate = args.input_samplerate or args.samplerate or int(in_info["default_samplerate"])
+    out_rate = args.output_samplerate or args.samplerate or int(out_info["default_samplerate"])
+    check_device_rate(in_dev, in_rate, args.channels, "input")
+    check_device_rate(out_dev, out_rate, args.channels, "output")
+    return {
+        "in_dev": in_dev,
+        "out_dev": out_dev,
+        "in_info": in_info,
+        "out_info": out_info,
+        "in_rate": in_rate,
+        "out_rate": out_rate,
+    }
+
+
+def run_live_mode(args: argparse.Namespace, model: Any, devices: dict) -> dict:
+    from .engine import Engine, format_summary, run_live
+
+    sd = _sd()
+    in_dev, out_dev, in_info, out_info = (devices[k] for k in ("in_dev", "out_dev", "in_info", "out_info"))
+    in_rate, out_rate = devices["in_rate"], devices["out_rate"]
+    proc = make_processor(model, args, in_rate, out_rate, args.channels)
+    blocksize = args.blocksize or round(0.01 * in_rate)
+    separate = in_rate != out_rate or in_info["hostapi"] != out_info["hostapi"]
+    try:
+        engine = Engine(proc, proc.dry_path(), blocksize, args.crossfade_ms, separate_streams=separate)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    engine.warm_up()
+
+    def started(summary: dict) -> None:
+        print(
+            f"streaming {in_info['name']} ({in_rate} Hz) -> {out_info['name']} ({out_rate} Hz), "
+            f"block {blocksize}, backend {proc.backend}, latency {summary['reported_latency_ms']:.1f} ms"
+            + ("" if args.duration else "; Ctrl-C to stop"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        summary = run_live(engine, in_dev, out_dev, args.duration, args.latency, on_started=started)
+    except sd.PortAudioError as err:
+        raise CliError(f"audio device error: {err}") from None
+    summary.update(model=args.model, backend=proc.backend, input_device=in_dev, output_device=out_dev)
+    print(format_summary(summary))
+    return summary
+
+
+# ---- entry point ------------------------------------------------------------------------------------------
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, which must be > 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _latency(text: str) -> str | float:
+    if text in ("low", "high"):
+        return text
+    try:
+        return positive(float)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'low', 'high' or seconds, got {text!r}") from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with errors as one line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .processor import BACKENDS
+
+    p = OneLineParser(
+        prog=PROG,
+        description=(
+            "Real-time audio super-resolution: band-limited audio in, full-band audio out, with a fixed, "
+            "known latency. Live through an audio device (default), or a file with --input/--output. "
+            f"Latency profiling: '{PROG} profile --help'."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            f"  {PROG} --list-devices\n"
+            f"  {PROG} --device 1 --model speech\n"
+            f"  {PROG} --input-device USB --output-device speakers --input-samplerate 16000 --samplerate 48000\n"
+            f"  {PROG} --input lowres.wav --output fullband.wav --model music\n"
+            f"  {PROG} profile --model speech --blocksize 480 --json profile.json"
+        ),
+    )
+    dev = p.add_argument_group("devices (live mode)")
+    dev.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    dev.add_argument("--device", metavar="N|NAME", help="device for both directions: index or name substring")
+    dev.add_argument("--input-device", metavar="N|NAME", help="input device (overrides --device)")
+    dev.add_argument("--output-device", metavar="N|NAME", help="output device (overrides --device)")
+    dev.add_argument(
+        "--samplerate",
+        type=positive(int),
+        metavar="HZ",
+        help="device rate for both directions (default: the device's); in file mode the output rate",
+    )
+    dev.add_argument("--input-samplerate", type=positive(int), metavar="HZ", help="input device rate")
+    dev.add_argument("--output-samplerate", type=positive(int), metavar="HZ", help="output rate")
+    dev.add_argument(
+        "--blocksize",
+        type=positive(int),
+        metavar="N",
+        help="host block in input samples (default: 10 ms); the engine adds one block of hand-off latency",
+    )
+    dev.add_argument(
+        "--channels", type=positive(int), default=1, metavar="N", help="live channels (default 1)"
+    )
+    dev.add_argument(
+        "--latency",
+        type=_latency,
+        default="low",
+        metavar="low|high|SECONDS",
+        help="device buffering asked of PortAudio (default low)",
+    )
+    dev.add_argument(
+        "--crossfade-ms",
+        type=float,
+        default=2.0,
+        metavar="MS",
+        help="cross-fade to and from the dry signal when the model is late (default 2 ms; adds to latency)",
+    )
+    dev.add_argument("--duration", type=positive(float), metavar="SECONDS", help="stop after SECONDS")
+    dev.add_argument("--summary-json", metavar="PATH", help="write the end-of-run summary as JSON")
+    mod = p.add_argument_group("model")
+    mod.add_argument(
+        "--model",
+        default="speech",
+        metavar="speech|music|PATH",
+        help="preset name or a .safetensors file with its .json config beside it (default speech)",
+    )
+    mod.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="torch (CPU), onnx (onnxruntime), triton (CUDA) or auto (default)",
+    )
+    mod.add_argument(
+        "--dry-wet", type=_unit, default=1.0, metavar="0..1", help="1 = model only (default), 0 = dry"
+    )
+    mod.add_argument(
+        "--model-block",
+        type=positive(int),
+        metavar="N",
+        help="model block in model-rate samples (default ~10 ms); longer blocks cost less per second, add latency",
+    )
+    mod.add_argument("--bypass", action="store_true", help="skip the model (dry signal, same latency)")
+    mod.add_argument(
+        "--random-init",
+        action="store_true",
+        help="run a preset with random, untrained weights (tests the audio path; output is not super-resolved)",
+    )
+    mod.add_argument(
+        "--threads", type=positive(int), default=1, metavar="N", help="torch threads (default 1)"
+    )
+    fm = p.add_argument_group("file mode")
+    fm.add_argument("--input", metavar="FILE", help="process this audio file instead of a live device")
+    fm.add_argument(
+        "--output", metavar="FILE", help="write the result here (atomically; format from extension)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["profile"]:
+        from .profile import main as profile_main
+
+        return profile_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except CliError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        print(device_table())
+        return 0
+    if (args.input is None) != (args.output is None):
+        raise CliError("file mode needs both --input FILE and --output FILE")
+    if args.input is not None and not Path(args.input).is_file():
+        raise CliError(f"input file not found: {args.input}")
+    devices = open_devices(args) if args.input is None else None
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, trained = load_generator(args.model, args.random_init)
+    if not trained:
+        warn_untrained(args.model)
+    if args.input is not None:
+        out_rate = args.output_samplerate or args.samplerate
+        result = process_file(
+            lambda rate, ch: make_processor(model, args, rate, out_rate, ch), args.input, args.output
+        )
+        print(
+            f"wrote {result['output']}: {result['output_frames']} samples at {result['output_rate']} Hz "
+            f"(latency {result['latency_compensated']} samples compensated)",
+            file=sys.stderr,
+        )
+        summary = result
+    else:
+        summary = run_live_mode(args, model, devices)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return 0
