@@ -63,6 +63,13 @@ def _scan_piece(delta_a: Tensor, delta_u: Tensor, B: Tensor, C: Tensor, h: Tenso
     return y.reshape(b, d, nc * T), state[:, :, -1]
 
 
+def _pad_end(x: Tensor, pad: int, time_dim: int) -> Tensor:
+    """Zero-pad `x` at the end of its time axis (`time_dim` counted from the end); free when pad == 0."""
+    if pad == 0:
+        return x
+    return torch.nn.functional.pad(x, (0, 0) * (-1 - time_dim) + (0, pad))
+
+
 def selective_scan_chunked(
     u: Tensor,
     delta: Tensor,
@@ -97,10 +104,9 @@ def selective_scan_chunked(
         T = _chunk_len(span)
         nc = -(-span // T)
         pad = nc * T - span  # padded steps have delta = 0: decay 1, no input, outputs dropped
-        d_p = torch.nn.functional.pad(delta[:, :, start:stop], (0, pad))
-        du_p = torch.nn.functional.pad(delta_u[:, :, start:stop], (0, pad))
-        B_p = torch.nn.functional.pad(Bt[:, start:stop], (0, 0, 0, pad))
-        C_p = torch.nn.functional.pad(Ct[:, start:stop], (0, 0, 0, pad))
+        sl = slice(start, stop)
+        d_p, du_p = _pad_end(delta[:, :, sl], pad, -1), _pad_end(delta_u[:, :, sl], pad, -1)
+        B_p, C_p = _pad_end(Bt[:, sl], pad, -2), _pad_end(Ct[:, sl], pad, -2)
         delta_a = (d_p.unsqueeze(-1) * A.unsqueeze(1)).reshape(batch, dim, nc, T, dstate)
         y, h = _scan_piece(
             delta_a,
@@ -109,7 +115,10 @@ def selective_scan_chunked(
             C_p.reshape(batch, nc, T, dstate),
             h,
         )
-        ys.append(y[:, :, :span])
-    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0, dtype=torch.float32)
+        ys.append(y[:, :, :span] if pad else y)
+    if not ys:
+        y = u.new_zeros(batch, dim, 0, dtype=torch.float32)
+    else:
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)
     out = finish_output(y, u, D, z)
     return (out, h) if return_final_state else out
