@@ -13,6 +13,7 @@ This module imports torch only when a torch model is run, so the ONNX path stays
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 import warnings
@@ -60,7 +61,11 @@ class TorchStepper:
         torch.set_flush_denormal(True)  # silence must not slow the model down
         self._torch = torch
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        # A private copy: folding weight norm (once, instead of recomputing it every block) renames
+        # parameters, which must not surprise the caller's model.
+        self.model = copy.deepcopy(model).eval().to(self.device)
+        if hasattr(self.model, "remove_weight_norm"):
+            self.model.remove_weight_norm()
         self.sample_rate = int(model.sample_rate)
         self.block_multiple = int(model.block_multiple)
         self.latency = int(model.latency)

@@ -2,17 +2,17 @@
 
 import os
 
-# Read by Triton when kernels are decorated: must be set before any kernel module is imported.
-try:
-    import torch
+import pytest
+import torch
 
-    _HAS_CUDA = torch.cuda.is_available()
-except ImportError:  # the torch-free ONNX runtime test runs in a subprocess, not here
-    _HAS_CUDA = False
+# Read by Triton when kernels are decorated: must be set before any kernel module is imported.
+_HAS_CUDA = torch.cuda.is_available()
 if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+# One intra-op thread: the suite's tensors are small, and on a busy 2-core machine extra threads
+# only contend (small tests ran tens of times slower with two).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
