@@ -75,6 +75,9 @@ class ProfileResult:
     misses_70: int
     seconds: float
     machine: dict
+    nonfinite_out: int  # NaN/Inf output samples (must be 0)
+    state_floats: int  # recurrent state per stream, in fp32 scalars
+    minutes: list  # per whole minute of audio: mean/p99 ms and RSS (the soak view)
 
 
 def machine_info(threads: int | None = None) -> dict:
@@ -105,17 +108,67 @@ def machine_info(threads: int | None = None) -> dict:
     return info
 
 
-def time_blocks(processor, signal: np.ndarray, block: int) -> np.ndarray:
-    """Seconds each `process` call took, one per whole block of `signal`."""
+@dataclass
+class RunTrace:
+    """What one timed run saw besides the clock: for the per-minute soak report."""
+
+    times: np.ndarray  # seconds per block
+    rss_mb: list[float]  # resident memory after each minute of audio
+    nonfinite: int  # output samples that were NaN or Inf
+
+
+def _rss_mb() -> float:
+    """Current resident memory of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def time_blocks(processor, signal: np.ndarray, block: int, rate: int | None = None) -> RunTrace:
+    """Time each `process` call on whole blocks of `signal`; memory is sampled every minute of audio."""
     count = len(signal) // block
     times = np.empty(count)
+    per_minute = max(1, round(60 * rate / block)) if rate else count + 1
+    rss, nonfinite = [], 0
     clock = time.perf_counter
     for i in range(count):
         chunk = signal[i * block : (i + 1) * block]
         start = clock()
-        processor.process(chunk)
+        out = processor.process(chunk)
         times[i] = clock() - start
-    return times
+        nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
+        if (i + 1) % per_minute == 0:
+            rss.append(_rss_mb())
+    return RunTrace(times, rss, nonfinite)
+
+
+def per_minute(trace: RunTrace, block: int, rate: int) -> list[dict[str, float]]:
+    """Mean and p99 block time and resident memory for each whole minute of audio."""
+    n = max(1, round(60 * rate / block))
+    rows = []
+    for m in range(len(trace.times) // n):
+        ms = trace.times[m * n : (m + 1) * n] * 1e3
+        rows.append(
+            {
+                "minute": m + 1,
+                "mean_ms": float(ms.mean()),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "rss_mb": trace.rss_mb[m] if m < len(trace.rss_mb) else float("nan"),
+            }
+        )
+    return rows
+
+
+def format_minutes(rows: list[dict[str, float]]) -> str:
+    head = f"{'minute':>6}  {'mean ms':>8}  {'p99 ms':>8}  {'vs 1st':>7}  {'RSS MB':>8}"
+    first = rows[0]["mean_ms"]
+    lines = [head] + [
+        f"{r['minute']:>6}  {r['mean_ms']:>8.3f}  {r['p99_ms']:>8.3f}  {r['mean_ms'] / first:>7.3f}  {r['rss_mb']:>8.1f}"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def summarize(
@@ -162,6 +215,8 @@ def format_result(r: ProfileResult) -> str:
         ("mean RTF", f"{r.rtf_mean:.3f}"),
         ("misses > 100 % period", f"{r.misses_100} ({100 * r.misses_100 / r.blocks:.1f} %)"),
         ("misses > 70 % period", f"{r.misses_70} ({100 * r.misses_70 / r.blocks:.1f} %)"),
+        ("state per stream", f"{r.state_floats} floats ({4 * r.state_floats / 1024:.1f} KiB)"),
+        ("non-finite output", f"{r.nonfinite_out} samples"),
         ("machine", f"{r.machine.get('cpu')}, {r.machine.get('threads', '?')} thread(s)"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -218,8 +273,8 @@ def profile(
     if processor.channels > 1:
         signal = np.repeat(signal[:, None], processor.channels, axis=1)
     processor.reset()
-    times = time_blocks(processor, signal, block)
-    stats, head = summarize(times, block, rate, warmup)
+    trace = time_blocks(processor, signal, block, rate)
+    stats, head = summarize(trace.times, block, rate, warmup)
     result = ProfileResult(
         backend=processor.backend,
         model=model_name,
@@ -230,10 +285,19 @@ def profile(
         latency_ms=1e3 * processor.latency / processor.output_rate,
         seconds=stats["blocks"] * block / rate,
         machine=machine_info(threads),
+        nonfinite_out=trace.nonfinite,
+        state_floats=_state_floats(processor),
+        minutes=per_minute(trace, block, rate),
         **stats,
         **head,
     )
-    return result, times
+    return result, trace.times
+
+
+def _state_floats(processor) -> int:
+    """Scalars in one stream's model state (the Processor runs `channels` streams)."""
+    state = processor.stepper.init_state(1)
+    return int(sum(np.prod(getattr(v, "shape", ())) for v in state.values()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         block = args.blocksize or round(0.01 * rate)
         result, times = profile(proc, args.model, args.seconds, block, args.warmup, args.threads)
         print(format_result(result))
+        if len(result.minutes) > 1:
+            print("\nper minute of audio (constant cost and flat memory over a long stream):")
+            print(format_minutes(result.minutes))
         if args.json:
             Path(args.json).write_text(json.dumps(asdict(result), indent=2) + "\n")
         if args.plot:

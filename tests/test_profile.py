@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _realtime_models import save_tiny_generator
 
-from realtime.profile import main, speech_like, summarize
+from realtime.profile import RunTrace, format_minutes, main, per_minute, speech_like, summarize
 
 JSON_KEYS = {
     "backend", "model", "sample_rate", "block_size", "latency_ms", "p50_ms", "p99_ms", "p999_ms", "max_ms",
@@ -64,6 +64,17 @@ def test_profile_writes_json_and_plot(tmp_path, capsys):
     assert {"cpu", "threads", "torch"} <= set(result["machine"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean RTF" in capsys.readouterr().out
+    assert result["nonfinite_out"] == 0 and result["state_floats"] > 0
+
+
+def test_per_minute_rows_split_the_run_by_minutes_of_audio():
+    # 100-sample blocks at 1 kHz: 600 blocks a minute; the second minute is twice as slow.
+    times = np.concatenate([np.full(600, 0.001), np.full(600, 0.002), np.full(100, 0.5)])
+    rows = per_minute(RunTrace(times, [10.0, 11.0], 0), block=100, rate=1000)
+    assert [r["minute"] for r in rows] == [1, 2]  # the partial third minute is left out
+    assert rows[0]["mean_ms"] == pytest.approx(1.0) and rows[1]["mean_ms"] == pytest.approx(2.0)
+    assert [r["rss_mb"] for r in rows] == [10.0, 11.0]
+    assert "2.000" in format_minutes(rows)
 
 
 def test_plot_without_matplotlib_is_a_one_line_error(tmp_path, monkeypatch, capsys):
