@@ -1,0 +1,337 @@
+"""`python -m models.train prepare`: build a training/test set from a folder of audio or from Debian packages.
+
+Every usable file is downmixed to mono, resampled with soxr (VHQ) to the model's rate (44.1 kHz
+music, 48 kHz speech) and written as WAV under OUT/{train,test}/, with OUT/manifest.json listing
+each file's split, "speaker", length and measured band. Lossy sources carry an encoder low-pass,
+so only files whose codec cut reaches `min_cut_hz` and whose content reaches `min_content_hz`
+(long-term spectrum within `content_db` of its peak) are kept.
+
+Splits are by speaker/track, never by clip:
+- a plain folder: the speaker is the file's parent folder below the root, or for files directly in
+  the root the file-name prefix before the first "_", "-" or space; speakers sorted by name, the last
+  `test_fraction` of them (at least one) form the test split, unless `test_speakers` names them;
+- Debian: speech from `tuxpaint-stamps-default` (readers fr/ru/be train, es test); music from the
+  game soundtracks (train) and `wesnoth-1.16-music` (test). Packages are fetched with
+  `apt-get download` and unpacked with `dpkg-deb -x` into a cache folder; `.pk3` archives are zips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import zipfile
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from scipy.signal import welch
+
+from .data import MANIFEST
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+KIND_RATES = {"speech": 48000, "music": 44100}
+SKIP_REASONS = ("unreadable", "silent", "short", "band")
+
+SPEECH_PACKAGE = "tuxpaint-stamps-default"
+SPEECH_TRAIN, SPEECH_TEST = ("fr", "ru", "be"), ("es",)
+MUSIC_TRAIN = ("warzone2100-music", "ufoai-music", "nexuiz-music", "megaglest-data")
+MUSIC_TEST = ("wesnoth-1.16-music",)
+MUSIC_ONLY_UNDER = {"megaglest-data": "music"}  # packages whose other audio is not music
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a file must satisfy to be kept."""
+
+    min_cut_hz: float = 19000.0
+    min_content_hz: float = 17000.0
+    content_db: float = 60.0  # "content" = long-term spectrum within this of its peak
+    cut_db: float = 90.0  # the codec cut: above it the spectrum stays this far below its peak
+    silent_peak: float = 1e-4  # files whose peak stays below this are silent
+    min_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: Path
+    split: str  # "train" | "test"
+    speaker: str
+    name: str  # output path below the split folder, without suffix
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def band_edges(x: np.ndarray, sample_rate: int, content_db: float, cut_db: float) -> tuple[float, float]:
+    """(cut_hz, content_hz): the highest frequencies where the smoothed long-term spectrum is within
+    `cut_db` / `content_db` of its peak (DC region excluded from the peak)."""
+    nper = min(4096, 1 << int(np.log2(max(16, x.size))))
+    f, p = welch(x, sample_rate, nperseg=nper)
+    smooth = np.convolve(p, np.ones(9) / 9, mode="same")
+    peak = smooth[f >= 20.0].max()
+    if peak <= 0:
+        return 0.0, 0.0
+
+    def reach(db: float) -> float:
+        above = np.nonzero(smooth >= peak * 10 ** (-db / 10))[0]
+        return float(f[above[-1]])
+
+    return reach(cut_db), reach(content_db)
+
+
+def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+    x, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    if x.size == 0:
+        raise ValueError("empty")
+    return x.mean(axis=1), int(rate)
+
+
+def process(cand: Candidate, out: Path, sample_rate: int, criteria: Criteria, subtype: str) -> dict:
+    """One file: checked, converted and written. Returns its manifest entry, or {"skip": reason}."""
+    try:
+        x, rate = _read_mono(cand.source)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return {"skip": "unreadable"}
+    if not np.isfinite(x).all():
+        return {"skip": "unreadable"}
+    if np.max(np.abs(x)) < criteria.silent_peak:
+        return {"skip": "silent"}
+    if x.size < criteria.min_seconds * rate:
+        return {"skip": "short"}
+    cut, content = band_edges(x, rate, criteria.content_db, criteria.cut_db)
+    if cut < criteria.min_cut_hz or content < criteria.min_content_hz:
+        return {"skip": "band", "cut_hz": cut, "content_hz": content}
+    if rate != sample_rate:
+        x = soxr.resample(x, rate, sample_rate, quality="VHQ")
+    peak = float(np.max(np.abs(x)))
+    if peak > 1.0:  # resampling overshoot; integer WAVs would clip
+        x = x / peak
+    rel = Path(cand.split) / f"{cand.name}.wav"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(out / rel), x, sample_rate, subtype=subtype)
+    return {
+        "path": rel.as_posix(),
+        "speaker": cand.speaker,
+        "frames": int(x.size),
+        "seconds": round(x.size / sample_rate, 3),
+        "cut_hz": round(cut),
+        "content_hz": round(content),
+        "source": str(cand.source),
+    }
+
+
+# ---- finding files ------------------------------------------------------------------------------
+def audio_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def speaker_of(path: Path, root: Path) -> str:
+    """The parent folder below `root`, or for files in `root` itself the file-name prefix."""
+    rel = path.relative_to(root)
+    if len(rel.parts) > 1:
+        return rel.parent.name
+    return re.split(r"[_\- ]", path.stem, maxsplit=1)[0] or path.stem
+
+
+def folder_candidates(
+    root: Path, test_speakers: Sequence[str] | None = None, test_fraction: float = 0.1, min_files: int = 4
+) -> list[Candidate]:
+    """Every audio file below `root`, split by speaker (see the module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"--source must be 'debian' or a folder of audio files, got {root}")
+    files = audio_files(root)
+    if len(files) < min_files:
+        raise ValueError(
+            f"found {len(files)} audio file(s) ({', '.join(AUDIO_EXTENSIONS)}) under {root}; "
+            f"need at least {min_files} to make a train and a test split"
+        )
+    speakers = {p: speaker_of(p, root) for p in files}
+    names = sorted(set(speakers.values()))
+    if len(names) < 2:
+        raise ValueError(
+            f"all {len(files)} files under {root} belong to one speaker/track ({names[0]!r}); splits are by "
+            "speaker: put each speaker's files in its own sub-folder or name them SPEAKER_*.wav"
+        )
+    if test_speakers:
+        missing = sorted(set(test_speakers) - set(names))
+        if missing:
+            raise ValueError(f"--test-speakers {missing} not found; speakers: {', '.join(names)}")
+        test = set(test_speakers)
+    else:
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        count = min(len(names) - 1, max(1, round(test_fraction * len(names))))
+        test = set(names[-count:])
+    if test == set(names):
+        raise ValueError("every speaker is in the test split; leave at least one for training")
+    return [
+        Candidate(
+            p,
+            "test" if speakers[p] in test else "train",
+            speakers[p],
+            p.relative_to(root).with_suffix("").as_posix(),
+        )
+        for p in files
+    ]
+
+
+def fetch_package(package: str, cache: Path) -> Path:
+    """`apt-get download` + `dpkg-deb -x` into `cache/package/` (reused when already there)."""
+    target = cache / package
+    if (target / ".extracted").exists():
+        return target
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise ValueError(f"--source debian needs `{tool}` (a Debian or Ubuntu system)")
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob(f"{package}_*.deb"))
+    if not debs:
+        run = subprocess.run(["apt-get", "download", package], cwd=cache, capture_output=True, text=True)
+        debs = sorted(cache.glob(f"{package}_*.deb"))
+        if run.returncode or not debs:
+            raise ValueError(
+                f"apt-get download {package} failed ({run.stderr.strip()[-300:]}); run `apt-get update` first"
+            )
+    if target.exists():
+        shutil.rmtree(target)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(target)], check=True)
+    unpack_archives(target)
+    (target / ".extracted").touch()
+    return target
+
+
+def unpack_archives(root: Path) -> int:
+    """Extract the audio members of every `.pk3` (zip) below `root` into `NAME.pk3.d/`; returns the count."""
+    count = 0
+    for pk3 in sorted(root.rglob("*.pk3")):
+        with zipfile.ZipFile(pk3) as z:
+            for member in z.namelist():
+                parts = Path(member).parts
+                if (
+                    member.lower().endswith(AUDIO_EXTENSIONS)
+                    and ".." not in parts
+                    and not Path(member).is_absolute()
+                ):
+                    z.extract(member, pk3.with_suffix(".pk3.d"))
+                    count += 1
+    return count
+
+
+def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
+    """The Debian sources of DATA.md for `kind`, split by reader (speech) or by package (music)."""
+    out = []
+    if kind == "speech":
+        root = fetch_package(SPEECH_PACKAGE, cache)
+        pattern = re.compile(r"_desc_([a-z]+)\.ogg$")
+        for p in audio_files(root):
+            m = pattern.search(p.name)
+            if m and m.group(1) in SPEECH_TRAIN + SPEECH_TEST:
+                split = "test" if m.group(1) in SPEECH_TEST else "train"
+                out.append(Candidate(p, split, m.group(1), f"{m.group(1)}/{p.stem}"))
+        return out
+    for split, packages in (("train", MUSIC_TRAIN), ("test", MUSIC_TEST)):
+        for package in packages:
+            root = fetch_package(package, cache)
+            for p in audio_files(root):
+                rel = p.relative_to(root)
+                only = MUSIC_ONLY_UNDER.get(package)
+                if only is None or only in (part.lower() for part in rel.parts[:-1]):
+                    name = f"{package}/{rel.with_suffix('').as_posix()}"
+                    out.append(Candidate(p, split, name, name))
+    return out
+
+
+# ---- the command ----------------------------------------------------------------------------------
+def _process_star(args: tuple) -> dict:
+    return process(*args)
+
+
+def prepare(
+    out: Path,
+    source: str | Path = "debian",
+    kind: str = "speech",
+    *,
+    cache: Path | None = None,
+    criteria: Criteria | None = None,
+    sample_rate: int | None = None,
+    test_speakers: Sequence[str] | None = None,
+    test_fraction: float = 0.1,
+    subtype: str = "PCM_16",
+    min_files: int = 4,
+    jobs: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Build OUT (WAVs + manifest.json); returns the manifest."""
+    if kind not in KIND_RATES:
+        raise ValueError(f"kind must be one of {', '.join(KIND_RATES)}, got {kind!r}")
+    if subtype not in sf.available_subtypes("WAV"):
+        raise ValueError(f"subtype {subtype!r} is not a WAV subtype; try PCM_16, PCM_24 or FLOAT")
+    criteria = criteria or Criteria(min_seconds=0.5 if kind == "speech" else 10.0)
+    sample_rate = sample_rate or KIND_RATES[kind]
+    out = Path(out)
+    if str(source) == "debian":
+        cache = Path(cache) if cache is not None else Path.home() / ".cache" / "livesr" / "debian"
+        candidates = debian_candidates(kind, cache)
+        if len(candidates) < min_files:
+            raise ValueError(
+                f"the Debian packages for {kind} gave {len(candidates)} audio files; need {min_files}"
+            )
+    else:
+        candidates = folder_candidates(Path(source), test_speakers, test_fraction, min_files)
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    work = [(c, out, sample_rate, criteria, subtype) for c in candidates]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(
+                tqdm(pool.map(_process_star, work, chunksize=8), total=len(work), disable=not progress)
+            )
+    else:
+        results = [_process_star(w) for w in tqdm(work, desc="prepare", disable=not progress)]
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    skipped = Counter({r: 0 for r in SKIP_REASONS})
+    for cand, res in zip(candidates, results):
+        if "skip" in res:
+            skipped[res["skip"]] += 1
+        else:
+            splits[cand.split].append(res)
+    empty = [s for s, entries in splits.items() if not entries]
+    if empty:
+        raise ValueError(
+            f"no usable file left in split(s) {empty} after checks (skipped: {dict(skipped)}); "
+            f"criteria: codec cut >= {criteria.min_cut_hz:.0f} Hz, content >= {criteria.min_content_hz:.0f} Hz"
+        )
+    manifest = {
+        "version": 1,
+        "kind": kind,
+        "sample_rate": sample_rate,
+        "source": str(source),
+        "criteria": asdict(criteria),
+        "splits": splits,
+        "skipped": dict(skipped),
+        "seconds": {s: round(sum(e["seconds"] for e in v), 1) for s, v in splits.items()},
+        "speakers": {s: sorted({e["speaker"] for e in v}) for s, v in splits.items()},
+    }
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def summary(manifest: dict) -> str:
+    sp, sec = manifest["speakers"], manifest["seconds"]
+    lines = [
+        f"{split}: {len(manifest['splits'][split])} files, {sec[split] / 60:.1f} min, "
+        f"{len(sp[split])} speaker(s)/track(s)"
+        for split in ("train", "test")
+    ]
+    skipped = ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items())
+    return "\n".join(lines + [f"skipped: {skipped}"])

@@ -1,0 +1,335 @@
+"""Training pieces: degradation, data order, losses, discriminators, and a bit-exact resume."""
+
+import csv
+import dataclasses
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import welch
+
+from models.evaluate import alignment_lag
+from models.registry import load_model
+from models.train import degrade as dg
+from models.train.__main__ import main
+from models.train.data import BatchStream, SegmentSampler, clips
+from models.train.discriminators import Discriminators
+from models.train.losses import (
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    mel_filterbank,
+)
+from models.train.prepare import prepare
+from models.train.trainer import PRESETS, RunOptions, Trainer, lr_factor
+
+SR = 48000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The cores are shared: one thread is faster here, and thread count must not vary within a test.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def white(seconds: float, seed: int = 0, rate: int = SR) -> np.ndarray:
+    return 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
+
+
+def band_db(x: np.ndarray, lo: float, hi: float, rate: int = SR) -> float:
+    """Mean power in [lo, hi) Hz (Welch, Hann: no rectangular-window leakage from the clip's ends)."""
+    f, p = welch(x, rate, nperseg=4096)
+    return 10 * math.log10(p[(f >= lo) & (f < hi)].mean() + 1e-30)
+
+
+# ---- degradation ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", dg.FAMILIES)
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_every_family_band_limits_to_the_input_rate_aligned(family, rate):
+    x = white(0.5, seed=rate)
+    d = dg.Degradation(rate, 0.92 * rate / 2, family, order=6, soxr_quality="HQ")
+    y = dg.apply(x, d, SR)
+    nyq = rate / 2
+    assert y.shape == x.shape
+    assert abs(band_db(y, 100, 0.6 * nyq) - band_db(x, 100, 0.6 * nyq)) < 1.5  # the kept band is kept
+    assert (
+        band_db(y, 1.05 * nyq, SR / 2) - band_db(x, 1.05 * nyq, SR / 2) < -60
+    )  # the live resampler's stopband
+    assert alignment_lag(x, y, SR, 0.5 * nyq, max_lag=256) == 0
+
+
+@pytest.mark.parametrize("family", dg.FAMILIES)
+def test_same_rate_mode_cuts_without_a_rate_change(family):
+    x = white(0.5, seed=1)
+    d = dg.Degradation(SR, 6000.0, family, order=2)  # the softest filters
+    y = dg.apply(x, d, SR)
+    assert abs(band_db(y, 100, 3000) - band_db(x, 100, 3000)) < 1.0
+    assert band_db(y, 12000, 14000) - band_db(x, 12000, 14000) < -10
+    assert alignment_lag(x, y, SR, 3000, max_lag=256) == 0
+
+
+def test_draw_is_seeded_and_covers_the_preset():
+    cfg = dg.DegradeConfig(SR, (8000, 12000, 16000, 24000), same_rate_prob=0.2, mp3_prob=0.1)
+    first = [dg.draw(cfg, np.random.default_rng([7, g])) for g in range(400)]
+    again = [dg.draw(cfg, np.random.default_rng([7, g])) for g in range(400)]
+    assert first == again
+    assert {d.family for d in first} == set(dg.FAMILIES)
+    assert {d.input_rate for d in first} == {8000, 12000, 16000, 24000, SR}
+    assert {d.order for d in first} == set(range(2, 11))
+    same = [d for d in first if d.input_rate == SR]
+    assert 0.1 < len(same) / len(first) < 0.3
+    assert all(4000 <= d.cutoff_hz <= 16000 for d in same)
+    assert all(0.85 * d.input_rate / 2 <= d.cutoff_hz <= d.input_rate / 2 for d in first if d.input_rate < SR)
+    assert any(d.mp3_level is not None for d in first) == dg.mp3_available()
+
+
+@pytest.mark.skipif(not dg.mp3_available(), reason="libsndfile without MP3 encoding")
+def test_mp3_round_trip_keeps_length_and_alignment():
+    x = white(1.0, seed=2)
+    y = dg.mp3_roundtrip(x, SR, 0.7)
+    assert y.shape == x.shape
+    assert alignment_lag(x, y, SR, 4000, max_lag=2048) == 0
+    assert band_db(y, 18000, 20000) - band_db(x, 18000, 20000) < -20  # the encoder's low-pass
+
+
+def test_degrade_config_errors_name_the_argument():
+    with pytest.raises(ValueError, match="input_rates must lie below sample_rate=48000"):
+        dg.DegradeConfig(SR, (48000,))
+    with pytest.raises(ValueError, match="families must be a non-empty subset"):
+        dg.DegradeConfig(SR, (16000,), families=("sinc",))
+    with pytest.raises(ValueError, match="mp3_prob must be a probability"):
+        dg.DegradeConfig(SR, (16000,), mp3_prob=1.5)
+
+
+# ---- losses and discriminators --------------------------------------------------------------------
+def test_mel_filterbank_has_unit_area_filters_in_order():
+    bank = mel_filterbank(SR, 2048, 64).double()
+    df = SR / 2048
+    areas = bank.sum(dim=1) * df
+    assert torch.allclose(areas[8:], torch.ones_like(areas[8:]), rtol=0.05)  # low filters are only a few bins
+    peaks = bank.argmax(dim=1)
+    assert bool((peaks[1:] >= peaks[:-1]).all()) and peaks[-1] > peaks[0]
+
+
+def test_stft_losses_vanish_on_the_target_and_grow_with_the_error():
+    ref = torch.from_numpy(white(0.2, seed=3)).float()[None]
+    for loss in (
+        MultiResolutionSTFTLoss([(512, 128, 512), (1024, 256, 1024)]),
+        MultiResolutionSTFTLoss([(1024, 256, 1024)], 64, SR),
+    ):
+        noise = torch.from_numpy(white(0.2, seed=4)).float()[None]
+        values = [float(loss(ref + a * noise, ref)) for a in (0.0, 0.1, 0.5)]
+        assert values[0] == 0.0 and 0 < values[1] < values[2]
+
+
+def test_adversarial_losses_by_hand():
+    real, fake = [torch.tensor([1.0, 0.5])], [torch.tensor([0.0, -2.0])]
+    assert float(discriminator_loss(real, fake, "lsgan")) == pytest.approx((0 + 0.25) / 2 + (0 + 4) / 2)
+    assert float(discriminator_loss(real, fake, "hinge")) == pytest.approx((0 + 0.5) / 2 + (1 + 0) / 2)
+    assert float(generator_loss(fake, "lsgan")) == pytest.approx((1 + 9) / 2)
+    assert float(generator_loss(fake, "hinge")) == pytest.approx(1.0)
+    feats_r = [[torch.zeros(3), torch.ones(2)]]
+    feats_f = [[torch.ones(3), torch.ones(2)]]
+    assert float(feature_matching_loss(feats_r, feats_f)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="adversarial loss must be one of"):
+        generator_loss(fake, "wgan")
+
+
+def test_discriminators_give_one_output_per_sub_discriminator():
+    d = Discriminators(["mpd", "msd", "melgan"], width=1 / 32)
+    logits, feats = d(torch.randn(2, 4001))  # odd length: MPD pads to a multiple of each period
+    assert len(logits) == 5 + 3 + 3 and len(feats) == len(logits)
+    assert all(y.shape[0] == 2 and y.dim() == 2 for y in logits)
+    assert [len(f) for f in feats[:5]] == [6] * 5  # 5 convs + the output conv per period discriminator
+    with pytest.raises(ValueError, match="discriminator kinds"):
+        Discriminators(["wavenet"])
+
+
+def test_lr_warmup_then_halving():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == 1.0
+    assert lr_factor(110, 10, 100) == pytest.approx(0.5)
+
+
+# ---- data and the trainer ---------------------------------------------------------------------------
+TINY = {
+    "family": "wave-u-mamba",
+    "preset": "tiny",
+    "config": {
+        "channels": [4, 8],
+        "final_channels": 4,
+        "down_mambas": [0, 1],
+        "bottleneck_mambas": 1,
+        "up_kernels": [4, 4],
+        "up_mambas": [1, 0],
+        "d_state": 4,
+        "causal": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A prepared speech folder: two readers of full-band sweeps + noise."""
+    root = tmp_path_factory.mktemp("train")
+    src = root / "src"
+    rate = 44100
+    t = np.arange(int(0.6 * rate)) / rate
+    for s, speaker in enumerate(("ann", "ben")):
+        (src / speaker).mkdir(parents=True)
+        for i in range(3):
+            sweep = 0.3 * np.sin(2 * np.pi * (100 + 3000 * (i + 1) * t) * t)
+            x = sweep + 0.03 * np.random.default_rng(10 * s + i).standard_normal(t.size)
+            sf.write(src / speaker / f"{speaker}_{i}.wav", x, rate)
+    prepare(root / "data", src, "speech", progress=False)
+    return root / "data"
+
+
+def tiny_config(**changes):
+    base = dataclasses.replace(
+        PRESETS["speech"],
+        generator_spec=TINY,
+        segment_seconds=0.05,
+        batch_size=2,
+        discriminators=("mpd",),
+        disc_width=1 / 32,
+        adv_start=1,
+        ema_decay=0.9,
+        mp3_prob=0.0,
+        mel_resolutions=((512, 128, 512),),
+        mel_bins=32,
+        stft_scale=0.25,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def options(steps: int, **kw) -> RunOptions:
+    return RunOptions(
+        max_steps=steps, num_workers=0, log_every=1, checkpoint_every=100, eval_every=0, progress=False, **kw
+    )
+
+
+def test_examples_are_a_function_of_seed_and_index(data_dir):
+    cfg = dg.DegradeConfig(SR, (8000, 16000))
+    sampler = SegmentSampler(clips(data_dir, "train", SR), SR, 2400, cfg, seed=3)
+    lr1, hr1, d1 = sampler.example(5)
+    lr2, hr2, d2 = SegmentSampler(clips(data_dir, "train", SR), SR, 2400, cfg, seed=3).example(5)
+    assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and d1 == d2
+    assert 0.3 <= np.max(np.abs(hr1)) <= 0.95 + 1e-6  # normalised to a random peak level
+    full_lr, full_hr = sampler.batch(4, 4)
+    halves = [sampler.batch(4, 4, rank=r, world=2) for r in (0, 1)]
+    assert np.array_equal(
+        np.concatenate([h[0] for h in halves]), full_lr
+    )  # ranks split the same global batch
+    # an epoch visits every clip once per segment length of audio it holds
+    counts = np.bincount(
+        [sampler.clip_index(g) for g in range(sampler.epoch_size)], minlength=len(sampler.clips)
+    )
+    assert counts.tolist() == [c.frames // 2400 for c in sampler.clips]
+
+
+def test_loader_workers_deliver_steps_in_order(data_dir):
+    sampler = SegmentSampler(
+        clips(data_dir, "train", SR), SR, 2400, dg.DegradeConfig(SR, (8000, 16000)), seed=1
+    )
+    loader = torch.utils.data.DataLoader(
+        BatchStream(sampler, 2, start=5, stop=9), batch_size=None, num_workers=2
+    )
+    got = list(loader)
+    assert [int(step) for step, _, _ in got] == [5, 6, 7, 8]
+    for step, lowres, target in got:
+        want = sampler.batch(int(step), 2)
+        assert np.array_equal(lowres.numpy(), want[0]) and np.array_equal(target.numpy(), want[1])
+
+
+def _run(data_dir, out, steps, cfg=None):
+    trainer = Trainer(cfg or tiny_config(), data_dir, out, options(steps, command="test"))
+    trainer.fit()
+    return trainer
+
+
+def _rows(path):
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(data_dir, tmp_path):
+    whole = _run(data_dir, tmp_path / "whole", 4)
+    _run(data_dir, tmp_path / "split", 2)
+    # Disturb every global RNG: the checkpoint must restore them.
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    random.seed(5)
+    resumed = _run(data_dir, tmp_path / "split", 4)
+    assert whole.step == resumed.step == 4
+    pairs = [
+        (whole.generator.state_dict(), resumed.generator.state_dict()),
+        (whole.discriminators.state_dict(), resumed.discriminators.state_dict()),
+        (whole.ema.module.state_dict(), resumed.ema.module.state_dict()),
+    ]
+    for a, b in pairs:
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    for opt_a, opt_b in ((whole.opt_g, resumed.opt_g), (whole.opt_d, resumed.opt_d)):
+        sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    assert _rows(tmp_path / "whole" / "train.csv") == _rows(tmp_path / "split" / "train.csv")
+    gen, ema = whole.generator.state_dict(), whole.ema.module.state_dict()
+    assert any(not torch.equal(gen[k], ema[k]) for k in gen)  # the EMA copy is an average, not the generator
+
+
+def test_export_loads_through_the_registry(data_dir, tmp_path):
+    trainer = _run(data_dir, tmp_path / "run", 1)
+    meta = json.loads((tmp_path / "run" / "generator.json").read_text())
+    assert meta["training"]["steps"] == 1 and meta["training"]["command"] == "test"
+    model = load_model(tmp_path / "run" / "generator.safetensors")
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), trainer.ema.module.eval()(x))
+
+
+def test_max_minutes_stops_and_exports(data_dir, tmp_path):
+    opts = dataclasses.replace(options(None), max_minutes=0.0)  # the budget is spent after one step
+    trainer = Trainer(tiny_config(), data_dir, tmp_path / "run", opts)
+    assert trainer.fit() == 1
+    assert {"generator.safetensors", "checkpoint.pt"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_checkpoint_restores_the_global_rngs(data_dir, tmp_path):
+    trainer = Trainer(tiny_config(), data_dir, tmp_path / "run", options(1))
+    trainer.save_checkpoint()
+
+    def draws():
+        return torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)]
+
+    first = draws()
+    trainer.load_checkpoint()
+    second = draws()
+    assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_resume_with_other_settings_is_refused(data_dir, tmp_path):
+    _run(data_dir, tmp_path / "run", 1)
+    with pytest.raises(ValueError, match=r"different settings \(batch_size\)"):
+        _run(data_dir, tmp_path / "run", 2, tiny_config(batch_size=4))
+
+
+def test_fit_cli_help_and_errors(data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert "bit for bit" in text and "torchrun" in text and "--max-minutes" in text
+    assert main(["fit", "--data", str(data_dir), "--out", str(tmp_path / "r")]) == 2
+    assert "give --max-steps and/or --max-minutes" in capsys.readouterr().err
+    assert main(["fit", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--max-steps", "1"]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
