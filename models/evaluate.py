@@ -499,11 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_model, sample_rate, family = None, args.sample_rate or 48000, None
         if args.model:
-            from .registry import load_model
+            from .registry import family_of, load_model
 
             model = load_model(args.model, pretrained=not args.untrained)
             sample_rate = int(model.sample_rate)
-            family = {"WaveUMamba": "wave-u-mamba", "AEROMamba": "aeromamba"}.get(type(model).__name__)
+            family = family_of(model)
             run_model = model_runner(model, args.backend, args.block_seconds or None)
         rates = args.rates or DEFAULT_RATES.get(family or "", ())
         if not rates:

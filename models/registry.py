@@ -49,27 +49,36 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _family(name: str) -> tuple[type, Callable[[str], object]]:
-    """(model class, config-by-factory-name) for a family; imported lazily to keep start-up light."""
-    if name == "wave-u-mamba":
-        from . import wave_u_mamba as mod
-
-        return mod.WaveUMamba, lambda factory: getattr(mod, factory)()
-    if name == "aeromamba":
-        from . import aero_mamba as mod
-
-        return mod.AEROMamba, lambda factory: getattr(mod, factory)()
-    raise WeightsError(f"unknown model family {name!r}; known: wave-u-mamba, aeromamba")
+_FAMILY_CLASSES = {"wave-u-mamba": "WaveUMamba", "aeromamba": "AEROMamba"}
 
 
-def _config_class(family: str) -> type:
+def _family_module(family: str):
+    """The module of a family, imported lazily to keep start-up light."""
     if family == "wave-u-mamba":
-        from .wave_u_mamba import WaveUMambaConfig
+        from . import wave_u_mamba as mod
+    elif family == "aeromamba":
+        from . import aero_mamba as mod
+    else:
+        raise WeightsError(f"unknown model family {family!r}; known: {', '.join(_FAMILY_CLASSES)}")
+    return mod
 
-        return WaveUMambaConfig
-    from .aero_mamba import AEROMambaConfig
 
-    return AEROMambaConfig
+def family_of(model: StreamingModule) -> str:
+    """The family name of a generator ("wave-u-mamba" or "aeromamba")."""
+    for family, cls_name in _FAMILY_CLASSES.items():
+        if type(model).__name__ == cls_name:
+            return family
+    raise ValueError(f"{type(model).__name__} is not a livesr generator")
+
+
+def build_from_spec(family: str, config: dict, preset: str = "custom") -> StreamingModule:
+    """A randomly initialised generator of `family` built from a config dict (as stored in the JSON)."""
+    mod = _family_module(family)
+    cls = getattr(mod, _FAMILY_CLASSES[family])
+    config_cls = getattr(mod, _FAMILY_CLASSES[family] + "Config")
+    model = cls(config_cls.from_dict(config))
+    model.preset = preset
+    return model
 
 
 def build_model(name: str) -> StreamingModule:
@@ -79,8 +88,8 @@ def build_model(name: str) -> StreamingModule:
             f"unknown model {name!r}; presets: {', '.join(PRESETS)} (or a path to a .safetensors file)"
         )
     preset = PRESETS[name]
-    cls, make_config = _family(preset.family)
-    model = cls(make_config(preset.config_factory))
+    mod = _family_module(preset.family)
+    model = getattr(mod, _FAMILY_CLASSES[preset.family])(getattr(mod, preset.config_factory)())
     model.preset = name
     return model
 
@@ -134,10 +143,10 @@ def load_model(name_or_path: str | os.PathLike, pretrained: bool = True) -> Stre
         return build_model(str(name_or_path)).eval()
     weights = _resolve_weights(name_or_path)
     cfg = read_config(weights)
-    cls, _ = _family(cfg["family"])
     try:
-        config = _config_class(cfg["family"]).from_dict(cfg["config"])
-        model = cls(config)
+        model = build_from_spec(cfg["family"], cfg["config"], cfg.get("preset", weights.stem))
+    except WeightsError:
+        raise
     except (TypeError, ValueError, KeyError) as err:
         raise WeightsError(f"{weights.with_suffix('.json')}: config does not build a model ({err})") from None
     try:
@@ -159,18 +168,14 @@ def load_model(name_or_path: str | os.PathLike, pretrained: bool = True) -> Stre
         if not torch.isfinite(value).all():
             raise WeightsError(f"{weights}: {key} holds NaN or Inf")
     model.load_state_dict(tensors, strict=True)
-    model.preset = cfg.get("preset", weights.stem)
     return model.eval()
 
 
 def save_model(model: StreamingModule, path: str | os.PathLike, **extra: object) -> Path:
     """Write `path` (.safetensors) and its .json config atomically; `extra` goes into the JSON."""
     path = Path(path).with_suffix(".safetensors")
-    family = {"WaveUMamba": "wave-u-mamba", "AEROMamba": "aeromamba"}.get(type(model).__name__)
-    if family is None:
-        raise ValueError(f"cannot save a {type(model).__name__}: not a livesr generator")
     cfg = {
-        "family": family,
+        "family": family_of(model),
         "preset": getattr(model, "preset", path.stem),
         "config": model.config.to_dict(),
         "sample_rate": model.sample_rate,

@@ -189,9 +189,7 @@ def build_generator(cfg: TrainConfig) -> StreamingModule:
         spec = cfg.generator_spec
         if "family" not in spec or "config" not in spec:
             raise ValueError("generator_spec must hold 'family' and 'config'")
-        cls, _ = registry._family(spec["family"])
-        model = cls(registry._config_class(spec["family"]).from_dict(spec["config"]))
-        model.preset = spec.get("preset", "custom")
+        model = registry.build_from_spec(spec["family"], spec["config"], spec.get("preset", "custom"))
     if cfg.scan_backend is not None:
         from ..mamba import Mamba
 
@@ -202,9 +200,12 @@ def build_generator(cfg: TrainConfig) -> StreamingModule:
 
 
 def generator_spec(model: StreamingModule) -> dict:
-    family = {"WaveUMamba": "wave-u-mamba", "AEROMamba": "aeromamba"}.get(
-        type(model).__name__, type(model).__name__
-    )
+    from ..registry import family_of
+
+    try:
+        family = family_of(model)
+    except ValueError:  # a custom generator class: recorded by name
+        family = type(model).__name__
     config = model.config.to_dict() if hasattr(model, "config") else {}
     return {"family": family, "preset": getattr(model, "preset", "custom"), "config": config}
 
