@@ -61,11 +61,7 @@ class TorchStepper:
         torch.set_flush_denormal(True)  # silence must not slow the model down
         self._torch = torch
         self.device = torch.device(device)
-        # A private copy: folding weight norm (once, instead of recomputing it every block) renames
-        # parameters, which must not surprise the caller's model.
-        self.model = copy.deepcopy(model).eval().to(self.device)
-        if hasattr(self.model, "remove_weight_norm"):
-            self.model.remove_weight_norm()
+        self.model = _inference_copy(model).eval().to(self.device)
         self.sample_rate = int(model.sample_rate)
         self.block_multiple = int(model.block_multiple)
         self.latency = int(model.latency)
@@ -78,6 +74,22 @@ class TorchStepper:
         with self._torch.inference_mode():
             y, new_state = self.model.step(self._torch.from_numpy(x).to(self.device), state)
         return y.to("cpu").numpy(), new_state
+
+
+def _inference_copy(model: Any) -> Any:
+    """A private copy of `model` for streaming, with weight norm folded where the model has it.
+
+    Folding (once, instead of recomputing the weights every block) renames parameters, so it must not
+    touch the caller's model. A deepcopy would not do: it shares torch's generated parametrised module
+    classes with the original, and folding edits those classes. A generator is rebuilt from its config.
+    """
+    if not hasattr(model, "remove_weight_norm"):
+        return copy.deepcopy(model)
+    clone = type(model)(model.config)
+    clone.load_state_dict(model.state_dict())
+    clone.preset = getattr(model, "preset", None)
+    clone.remove_weight_norm()
+    return clone
 
 
 def _is_torch_module(model: Any) -> bool:

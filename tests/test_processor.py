@@ -411,3 +411,21 @@ def test_triton_backend_matches_cpu():
     gpu = Processor(smoothing_model(48000), 16000, backend="triton")
     assert gpu.backend == "triton"
     np.testing.assert_allclose(gpu.process_file_array(x), cpu, atol=1e-5)
+
+
+def test_building_processors_leaves_the_callers_generator_untouched():
+    """The stepper folds weight norm in its own copy; the caller's model keeps its parameters and output."""
+    import torch
+
+    from models.registry import load_model
+
+    model = load_model("speech", pretrained=False)
+    names = set(dict(model.named_parameters()))
+    x = torch.randn(1, 480)
+    with torch.no_grad():
+        before = model(x)
+    for _ in range(2):
+        Processor(model, 48000, backend="torch")
+    assert set(dict(model.named_parameters())) == names
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
