@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .reference import finish_output, prepare_delta
 
-_PIECE_ELEMENTS = 1 << 18  # state elements per super-block: ~1 MB in fp32, fits in L2
+_PIECE_ELEMENTS = 1 << 18  # state elements per stream per super-block: ~1 MB in fp32, fits in L2
 _SEQUENTIAL_MAX = 24  # up to this length a plain sequential pass has the fewest ops
 
 
@@ -96,7 +96,8 @@ def selective_scan_chunked(
         if initial_state is not None
         else u.new_zeros(batch, dim, dstate, dtype=torch.float32)
     )
-    piece = max(1, _PIECE_ELEMENTS // max(1, batch * dim * dstate))
+    # Independent of the batch size, so an exported graph keeps a dynamic batch axis.
+    piece = max(1, _PIECE_ELEMENTS // max(1, dim * dstate))
     ys = []
     for start in range(0, length, piece):
         stop = min(length, start + piece)

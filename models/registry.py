@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
 from .streaming import StreamingModule
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -185,19 +184,8 @@ def save_model(model: StreamingModule, path: str | os.PathLike, **extra: object)
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(
         path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n")
     )
     return path
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

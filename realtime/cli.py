@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.atomic import atomic_write
 
 PROG = "python -m realtime"
 STANDARD_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
@@ -240,14 +241,9 @@ def process_file(
     block = -(-processor.model_block * processor.input_rate // processor.model_rate)
     if not dst.parent.is_dir():
         raise CliError(f"output folder {dst.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    os.close(fd)
     bar = None
-    try:
-        if show_bar:
-            from tqdm import tqdm
 
-            bar = tqdm(total=info.frames, unit="sample", unit_scale=True, desc=src.name, file=sys.stderr)
+    def write(tmp: str) -> None:
         hooks = [h for h in (bar.update if bar else None, progress) if h is not None]
         with (
             sf.SoundFile(str(src)) as reader,
@@ -260,27 +256,34 @@ def process_file(
                 subtype=subtype,
             ) as writer,
         ):
-            written = stream_file(
-                processor,
-                lambda k: reader.read(k, dtype="float32", always_2d=True),
-                info.frames,
-                writer.write,
-                block,
-                (lambda k: [h(k) for h in hooks]) if hooks else None,
+            frames_written.append(
+                stream_file(
+                    processor,
+                    lambda k: reader.read(k, dtype="float32", always_2d=True),
+                    info.frames,
+                    writer.write,
+                    block,
+                    (lambda k: [h(k) for h in hooks]) if hooks else None,
+                )
             )
-        os.replace(tmp, dst)
+
+    frames_written: list[int] = []
+    try:
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=info.frames, unit="sample", unit_scale=True, desc=src.name, file=sys.stderr)
+        atomic_write(dst, write, suffix=".part")
     finally:
         if bar is not None:
             bar.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {
         "input": str(src),
         "output": str(dst),
         "input_rate": info.samplerate,
         "output_rate": processor.output_rate,
         "input_frames": info.frames,
-        "output_frames": written,
+        "output_frames": frames_written[0],
         "latency_compensated": processor.latency,
         "processor_stats": {k: getattr(processor.stats, k) for k in vars(processor.stats)},
     }

@@ -24,11 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.blocking import default_block_size
+
 from .resample import SUPPORTED_RATES, Resampler, check_rate
 
 BACKENDS = ("auto", "torch", "onnx", "triton")
 # Model block length when none is given: about this long, rounded to the model's block_multiple.
-DEFAULT_BLOCK_SECONDS = 0.01
 # Enumerating the FIFO need over one period costs O(period); past this a proven bound is used.
 _MAX_PERIOD = 1 << 22
 
@@ -335,7 +336,7 @@ class Processor(_HostPath):
                 raise ValueError(f"block_size={block_size}: this model only runs blocks of {fixed} samples")
             return int(fixed)
         if block_size is None:
-            return max(1, round(self.stepper.sample_rate * DEFAULT_BLOCK_SECONDS / multiple)) * multiple
+            return default_block_size(int(self.stepper.sample_rate), multiple)
         if not isinstance(block_size, (int, np.integer)) or block_size <= 0 or block_size % multiple:
             raise ValueError(
                 f"block_size must be a positive multiple of {multiple} samples, got {block_size!r}"

@@ -18,7 +18,6 @@ Splits are by speaker/track, never by clip:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ import soundfile as sf
 import soxr
 from scipy.signal import welch
 
+from ..atomic import atomic_write
 from .data import MANIFEST
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
@@ -320,9 +320,7 @@ def prepare(
         "seconds": {s: round(sum(e["seconds"] for e in v), 1) for s, v in splits.items()},
         "speakers": {s: sorted({e["speaker"] for e in v}) for s, v in splits.items()},
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))
     return manifest
 
 

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..atomic import atomic_write
 from ..streaming import StreamingModule
 from .data import MANIFEST, BatchStream, SegmentSampler, clips, validation_segments
 from .degrade import DegradeConfig, to_model_rate
@@ -412,10 +413,7 @@ class Trainer:
         """Write the checkpoint atomically (temporary file, then rename)."""
         path = Path(path) if path is not None else self.out / CHECKPOINT
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: torch.save(self.state_dict(), tmp))
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         path = Path(path) if path is not None else self.out / CHECKPOINT
