@@ -2,10 +2,10 @@
 
 The sequence is cut into chunks of `T` steps. Pass 1 runs the recurrence inside every chunk at once
 (vectorised over chunks) from a zero state, keeping only each chunk's final state and its total decay
-exp(sum of delta*A) — a reduction, never an exp of a cumulative sum, so nothing can overflow for any
-length or decay. A short loop over chunks then turns those into each chunk's true initial state, and
-pass 2 reruns the recurrence inside every chunk from its true initial state, keeping all states for
-the output contraction with C. Sequential depth is 2*T + L/T instead of L.
+(a running product of per-step decays <= 1 — never an exp of a cumulative sum, so nothing can overflow
+for any length or decay). A short loop over chunks turns those into each chunk's true initial state,
+and pass 2 reruns the recurrence inside every chunk from it, contracting each state with C as it is
+made. Sequential depth is 2*T + L/T instead of L.
 
 To stay in cache (fresh multi-megabyte allocations page-fault and dominate on CPU), long sequences
 are processed in super-blocks of about `_PIECE_ELEMENTS` state elements, carrying the state between them.
@@ -34,33 +34,32 @@ def _chunk_len(length: int) -> int:
 def _scan_piece(delta_a: Tensor, delta_u: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     """Scan one super-block.
 
-    delta_a: (b, d, nc, T, n) = delta * A (<= 0); delta_u: (b, d, nc, T); B, C: (b, nc, T, n);
-    h: (b, d, n) state before the block. Returns y (b, d, nc*T) and the state after the block.
+    delta_a: (b, d, nc, T, n) = delta * A (<= 0), consumed (exponentiated in place); delta_u: (b, d, nc, T);
+    B, C: (b, nc, T, n); h: (b, d, n) state before the block. Returns y (b, d, nc*T) and the state after.
     """
     b, d, nc, T, n = delta_a.shape
-    decay = delta_a.exp().unbind(3)
-    inject = (delta_u.unsqueeze(-1) * B.unsqueeze(1)).unbind(3)  # T x (b, d, nc, n)
+    decay = delta_a.exp_().unbind(3)  # T x (b, d, nc, n), each in (0, 1]
+    inject = (delta_u.unsqueeze(-1) * B.unsqueeze(1)).unbind(3)
+    readout = C.unsqueeze(1).unbind(3)  # T x (b, 1, nc, n)
     if nc == 1:
-        start = h.unsqueeze(2)
+        state = h.unsqueeze(2)
     else:
-        # Pass 1: chunks 0..nc-2 from a zero state; only their final states are needed.
-        local = inject[0][:, :, :-1]
+        # Pass 1: chunks 0..nc-2 from a zero state; only their final states and total decays are needed.
+        local, across = inject[0][:, :, :-1], decay[0][:, :, :-1]
         for t in range(1, T):
             local = torch.addcmul(inject[t][:, :, :-1], decay[t][:, :, :-1], local)
-        # Carry: each chunk's true initial state, from its predecessor's and the decay across it.
-        chunk_decay = delta_a[:, :, :-1].sum(dim=3).exp()  # (b, d, nc-1, n)
+            across = across * decay[t][:, :, :-1]  # a product of factors <= 1: underflows, never overflows
+        # Carry: each chunk's true initial state, from its predecessor's.
         starts = [h]
-        for c_local, c_decay in zip(local.unbind(2), chunk_decay.unbind(2)):
+        for c_local, c_decay in zip(local.unbind(2), across.unbind(2)):
             starts.append(torch.addcmul(c_local, c_decay, starts[-1]))
-        start = torch.stack(starts, dim=2)  # (b, d, nc, n)
-    # Pass 2: every chunk from its true initial state, all states kept for the C contraction.
-    states = []
-    state = start
+        state = torch.stack(starts, dim=2)  # (b, d, nc, n)
+    # Pass 2: every chunk from its true initial state; each state is read out while still in cache.
+    ys = []
     for t in range(T):
         state = torch.addcmul(inject[t], decay[t], state)
-        states.append(state)
-    y = (torch.stack(states, dim=3) * C.unsqueeze(1)).sum(-1)  # (b, d, nc, T)
-    return y.reshape(b, d, nc * T), state[:, :, -1]
+        ys.append((state * readout[t]).sum(-1))
+    return torch.stack(ys, dim=-1).reshape(b, d, nc * T), state[:, :, -1]
 
 
 def _pad_end(x: Tensor, pad: int, time_dim: int) -> Tensor:
