@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--block", type=int, default=None, help="block length in samples (default ~10 ms)")
     p.add_argument("--random-init", action="store_true", help="export the preset with random weights")
-    p.add_argument("--backend", default=EXPORT_SCAN_BACKEND, choices=("chunked", "reference"))
+    p.add_argument(
+        "--backend",
+        default=EXPORT_SCAN_BACKEND,
+        choices=("chunked", "reference"),
+        help="scan written into the graph: chunked (default; fewer nodes, faster) or reference",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = p.parse_args(argv)
 

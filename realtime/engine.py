@@ -15,12 +15,13 @@ and counts a deadline miss. Wet samples that arrive late are dropped, so the lat
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -473,6 +474,22 @@ def format_summary(summary: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside: one collection pass can stall a block for milliseconds.
+
+    Objects alive on entry are frozen out of later passes; collection resumes on exit.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def run_live(
     engine: Engine,
     input_device: int | None,
@@ -522,30 +539,26 @@ def run_live(
         ]
         device_latency = tuple(float(v) for v in streams[0].latency)
     switch = sys.getswitchinterval()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
     sys.setswitchinterval(0.001)
     interrupted = False
-    try:
-        engine.start_workers()
-        for stream in reversed(streams):  # output first: it idles until the input has started
-            stream.start()
-        if on_started is not None:
-            on_started(engine.summary(device_latency))
-        start = time.monotonic()
-        while engine.error is None and (duration is None or time.monotonic() - start < duration):
-            time.sleep(0.02)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        for stream in streams:
-            stream.stop()
-            stream.close()
-        engine.stop_workers()
-        sys.setswitchinterval(switch)
-        gc.enable()
-        gc.unfreeze()
+    with paused_gc():
+        try:
+            engine.start_workers()
+            for stream in reversed(streams):  # output first: it idles until the input has started
+                stream.start()
+            if on_started is not None:
+                on_started(engine.summary(device_latency))
+            start = time.monotonic()
+            while engine.error is None and (duration is None or time.monotonic() - start < duration):
+                time.sleep(0.02)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for stream in streams:
+                stream.stop()
+                stream.close()
+            engine.stop_workers()
+            sys.setswitchinterval(switch)
     if engine.error is not None:
         raise engine.error
     summary = engine.summary(device_latency)

@@ -127,20 +127,26 @@ def _rss_mb() -> float:
 
 
 def time_blocks(processor, signal: np.ndarray, block: int, rate: int | None = None) -> RunTrace:
-    """Time each `process` call on whole blocks of `signal`; memory is sampled every minute of audio."""
+    """Time each `process` call on whole blocks of `signal`; memory is sampled every minute of audio.
+
+    Garbage collection is paused while timing, as the live engine pauses it while streaming.
+    """
+    from .engine import paused_gc
+
     count = len(signal) // block
     times = np.empty(count)
     per_minute = max(1, round(60 * rate / block)) if rate else count + 1
     rss, nonfinite = [], 0
     clock = time.perf_counter
-    for i in range(count):
-        chunk = signal[i * block : (i + 1) * block]
-        start = clock()
-        out = processor.process(chunk)
-        times[i] = clock() - start
-        nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
-        if (i + 1) % per_minute == 0:
-            rss.append(_rss_mb())
+    with paused_gc():
+        for i in range(count):
+            chunk = signal[i * block : (i + 1) * block]
+            start = clock()
+            out = processor.process(chunk)
+            times[i] = clock() - start
+            nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
+            if (i + 1) % per_minute == 0:
+                rss.append(_rss_mb())
     return RunTrace(times, rss, nonfinite)
 
 
