@@ -22,13 +22,13 @@ band); the last decoder layer starts at zero, so an untrained model is the ident
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import JsonConfig
 from .mamba import Mamba
 from .spectral import (
     CausalTimeConv,
@@ -46,7 +46,7 @@ __all__ = ["AEROMamba", "AEROMambaConfig", "music_config", "paper_config", "para
 
 
 @dataclass
-class AEROMambaConfig:
+class AEROMambaConfig(JsonConfig):
     """Hyper-parameters; defaults are the paper (PAQM) configuration."""
 
     sample_rate: int = 44100
@@ -99,19 +99,6 @@ class AEROMambaConfig:
                     f"channel count {c} must be divisible by dconv_compress={self.dconv_compress} "
                     f"and norm_groups={self.norm_groups}"
                 )
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["strides"], d["dec_kernel"] = list(self.strides), list(self.dec_kernel)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AEROMambaConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"AEROMambaConfig.from_dict: unknown keys {unknown}")
-        return cls(**d)
 
 
 def paper_config() -> AEROMambaConfig:

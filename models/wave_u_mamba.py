@@ -16,13 +16,13 @@ offline model's output delayed by `latency` samples. With `causal=True` all look
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import JsonConfig
 from .layers import (
     AvgPool1d,
     ChannelLayerNorm,
@@ -42,7 +42,7 @@ __all__ = ["MambaStack", "WaveUMamba", "WaveUMambaConfig", "paper_config", "spee
 
 
 @dataclass
-class WaveUMambaConfig:
+class WaveUMambaConfig(JsonConfig):
     """Hyper-parameters; defaults are the paper configuration.
 
     Up stage i goes from level len(channels) - 1 - i up to the next finer level (stage 0 starts at the
@@ -90,17 +90,6 @@ class WaveUMambaConfig:
         for name in ("resblock_kernel", "post_kernel"):
             if getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd ('same' padding), got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> WaveUMambaConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown WaveUMambaConfig fields: {', '.join(unknown)}")
-        return cls(**data)
 
 
 def paper_config() -> WaveUMambaConfig:

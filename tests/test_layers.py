@@ -25,15 +25,6 @@ from models.streaming import StreamingModule
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def signal(channels: int, length: int, seed: int = 0) -> Tensor:
     """A sweep plus noise per channel, batch of 2."""
     g = torch.Generator().manual_seed(seed)

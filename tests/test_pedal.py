@@ -26,15 +26,6 @@ RATE = 48000
 N = 7200  # 0.15 s: long enough to span several model blocks and the whole latency
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The machine is shared: oversubscribed torch threads make the model 20-30x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def speech():
     torch.manual_seed(0)

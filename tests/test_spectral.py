@@ -19,15 +19,6 @@ from models.spectral import (
 FRAMINGS = [(512, 256), (512, 128), (64, 16), (8, 4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these are many tiny ops, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_blocks(module, x, sizes, axis=-1):
     """Step `module` over consecutive blocks of `sizes` along `axis`; concatenate the outputs."""
     state = module.init_state(x.shape[0])

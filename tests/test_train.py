@@ -31,15 +31,6 @@ from models.train.trainer import PRESETS, RunOptions, Trainer, lr_factor
 SR = 48000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The cores are shared: one thread is faster here, and thread count must not vary within a test.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def white(seconds: float, seed: int = 0, rate: int = SR) -> np.ndarray:
     return 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
 

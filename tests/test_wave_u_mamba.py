@@ -20,15 +20,6 @@ PAPER_PARAMS = 4_203_714  # the reference implementation's count
 PAPER_LATENCY = 274  # bookkeeping: see test_paper_latency_bookkeeping
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small per-block ops: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(causal: bool) -> WaveUMambaConfig:
     """The paper's wiring and kernel sizes (hence its latency) with few channels: fast to test."""
     return dataclasses.replace(

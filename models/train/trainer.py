@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write
+from ..config import JsonConfig
 from ..streaming import StreamingModule
 from .data import MANIFEST, BatchStream, SegmentSampler, clips, validation_segments
 from .degrade import DegradeConfig, to_model_rate
@@ -54,7 +54,7 @@ CHECKPOINT_FORMAT = 1
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything that decides what a run computes (run length and logging live in `RunOptions`)."""
 
     preset: str = "speech"
@@ -106,17 +106,6 @@ class TrainConfig:
             raise ValueError(f"adversarial must be 'lsgan' or 'hinge', got {self.adversarial!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists: the JSON form
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(**d)
 
 
 PRESETS: dict[str, TrainConfig] = {
