@@ -181,36 +181,11 @@ def stream_file(
     block: int,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Run `frames` input samples through `processor` block by block, latency compensated.
-
-    `read(k)` returns the next k input samples (samples, channels); `write` receives the output in
-    order. The output is time-aligned with the input and round(frames x ratio) samples long, exactly
-    what `Processor.process_file_array` returns for the whole signal: the first `latency` samples
-    are dropped and zeros are fed after the end to flush the rest out. Returns the samples written.
-    """
-    rate_in, rate_out = processor.input_rate, processor.output_rate
-    n_out = (2 * frames * rate_out + rate_in) // (2 * rate_in)
-    n_total = -(-(processor.latency + n_out) * rate_in // rate_out)
-    processor.reset()
-    skip, written, fed = processor.latency, 0, 0
-    while fed < n_total:
-        take = min(block, n_total - fed)
-        real = max(0, min(take, frames - fed))
-        chunk = read(real) if real else np.zeros((0, processor.channels), np.float32)
-        if chunk.shape[0] != real:
-            raise CliError(f"input ended after {fed + chunk.shape[0]} of {frames} samples")
-        if real < take:
-            chunk = np.concatenate([chunk, np.zeros((take - real, chunk.shape[1]), chunk.dtype)])
-        y = processor.process(chunk)
-        cut = min(skip, y.shape[0])
-        skip -= cut
-        y = y[cut : cut + n_out - written]
-        write(y)
-        written += y.shape[0]
-        fed += take
-        if progress is not None:
-            progress(real)
-    return written
+    """`Processor.process_stream` for a file being read: a short read becomes a one-line error."""
+    try:
+        return processor.process_stream(read, frames, write, block, progress)
+    except EOFError as err:
+        raise CliError(str(err)) from None
 
 
 def process_file(

@@ -17,6 +17,7 @@ import copy
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
@@ -413,27 +414,65 @@ class Processor(_HostPath):
         self.stats.state_resets += 1
         return y if y_ok else dry
 
-    def process_file_array(self, x: np.ndarray, block: int | None = None) -> np.ndarray:
-        """A whole signal through the streaming path, latency compensated: round(len * ratio) samples,
-        time-aligned with `x` (zeros flushed in at the end, the first `latency` samples dropped).
+    def process_stream(
+        self,
+        read: Callable[[int], np.ndarray],
+        frames: int,
+        write: Callable[[np.ndarray], object],
+        block: int | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Run `frames` input samples through the streaming path, latency compensated, block by block.
 
-        Runs in host blocks of `block` input samples (default: about one model block), which also sets
-        the NaN/Inf guard's granularity. The processor is reset before and after.
+        `read(k)` returns the next k input samples ((k,) or (k, channels)); `write` receives the output
+        in order: round(frames * ratio) samples in all, time-aligned with the input (the first `latency`
+        samples are dropped, zeros are fed after the end to flush the rest out). Host blocks are `block`
+        input samples (default: about one model block; it also sets the NaN/Inf guard's granularity);
+        `progress(k)` is told how many input samples were consumed. The processor is reset before and
+        after. Returns the number of output samples written; EOFError if `read` runs dry early.
         """
-        n = self._check(x).shape[0]
-        n_out = (2 * n * self.output_rate + self.input_rate) // (2 * self.input_rate)
-        need = self.latency + n_out
-        n_total = -(-need * self.input_rate // self.output_rate)  # smallest input giving `need` outputs
         if block is None:
             block = -(-self.model_block * self.input_rate // self.model_rate)
         if block < 1:
             raise ValueError(f"block must be >= 1 input samples, got {block}")
+        n_out = (2 * frames * self.output_rate + self.input_rate) // (2 * self.input_rate)
+        need = self.latency + n_out
+        n_total = -(-need * self.input_rate // self.output_rate)  # smallest input giving `need` outputs
         self.reset()
-        flush = np.zeros((n_total - n,) + x.shape[1:], x.dtype)
-        stream = np.concatenate([x, flush])
-        out = np.concatenate([self.process(stream[i : i + block]) for i in range(0, n_total, block)])
+        skip, written, fed = self.latency, 0, 0
+        trailing = (self.channels,)  # the layout of the caller's blocks, kept for the flush zeros
+        while fed < n_total:
+            take = min(block, n_total - fed)
+            real = max(0, min(take, frames - fed))
+            chunk = read(real) if real else np.zeros((0,) + trailing, np.float32)
+            if chunk.shape[0] != real:
+                raise EOFError(f"input ended after {fed + chunk.shape[0]} of {frames} samples")
+            trailing = chunk.shape[1:]
+            if real < take:  # past the end: flush with zeros
+                chunk = np.concatenate([chunk, np.zeros((take - real,) + trailing, chunk.dtype)])
+            y = self.process(chunk)
+            cut = min(skip, y.shape[0])
+            skip -= cut
+            y = y[cut : cut + n_out - written]
+            write(y)
+            written += y.shape[0]
+            fed += take
+            if progress is not None:
+                progress(real)
         self.reset()
-        return out[self.latency : self.latency + n_out]
+        return written
+
+    def process_file_array(self, x: np.ndarray, block: int | None = None) -> np.ndarray:
+        """A whole signal through `process_stream`: round(len * ratio) samples, time-aligned with `x`."""
+        self._check(x)
+        pos, parts = [0], []
+
+        def read(k: int) -> np.ndarray:
+            pos[0] += k
+            return x[pos[0] - k : pos[0]]
+
+        self.process_stream(read, x.shape[0], parts.append, block)
+        return np.concatenate(parts).reshape((-1,) + x.shape[1:])
 
 
 def process_offline(
