@@ -253,5 +253,11 @@ def cached_export(
     path = cache_path(model, block, directory)
     if path.is_file():
         return path
+    # Seconds for the compact presets, minutes for the paper ones: say why the start is slow.
+    print(
+        f"exporting {getattr(model, 'preset', type(model).__name__)} to ONNX for the onnx backend "
+        f"(first use; cached in {path.parent}; --backend torch skips this)",
+        file=sys.stderr,
+    )
     export_onnx(model, path, block)
     return path
