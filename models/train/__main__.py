@@ -92,6 +92,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--segment-seconds", type=float)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
+    s.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up (default 1000 steps)")
     s.add_argument("--ema", type=float, dest="ema_decay", help="EMA decay of the generator (0: off)")
     s.add_argument("--adv-start", type=int, help="reconstruction-only steps before the discriminators join")
     s.add_argument("--disc-width", type=float, help="discriminator channel multiplier")
@@ -125,6 +126,7 @@ SETTING_FLAGS = (
     "segment_seconds",
     "batch_size",
     "lr",
+    "warmup_steps",
     "ema_decay",
     "adv_start",
     "disc_width",
