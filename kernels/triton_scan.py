@@ -69,6 +69,28 @@ def _affine_combine(a1, b1, a2, b2):
 
 
 @triton.jit
+def _load_A_and_state(
+    A_ptr, h0_ptr, pid_b, offs_d, offs_n, dim, dstate,
+    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Masks, A and the initial state of one (batch, channel block) program, shared by both kernels.
+
+    Padded channels/states get A = 0 and h = 0 (and B = C = 0 from their loads): they carry zeros and
+    never reach memory.
+    """
+    mask_d = offs_d < dim
+    mask_n = offs_n < dstate
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_dn, other=0.0)
+    state_offs = pid_b * dim * dstate + offs_d[:, None] * dstate + offs_n[None, :]
+    if HAS_H0:
+        h = tl.load(h0_ptr + state_offs, mask=mask_dn, other=0.0)
+    else:
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    return mask_d, mask_n, mask_dn, A, h, state_offs
+
+
+@triton.jit
 def _block_scan_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, hT_ptr,
     dim, dstate, length,
@@ -81,17 +103,9 @@ def _block_scan_kernel(
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < dim
-    mask_n = offs_n < dstate
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    # Padded channels/states get A = 0, B = C = 0: they carry zeros and never reach memory.
-    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_dn, other=0.0)
-    state_offs = pid_b * dim * dstate + offs_d[:, None] * dstate + offs_n[None, :]
-    if HAS_H0:
-        h = tl.load(h0_ptr + state_offs, mask=mask_dn, other=0.0)
-    else:
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    mask_d, mask_n, mask_dn, A, h, state_offs = _load_A_and_state(
+        A_ptr, h0_ptr, pid_b, offs_d, offs_n, dim, dstate, HAS_H0, BLOCK_D, BLOCK_N
+    )
     d_skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0)[:, None] if HAS_D else 0.0
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[:, None] if HAS_BIAS else 0.0
     is_last = (offs_t == BLOCK_T - 1)[None, :, None]
@@ -138,16 +152,9 @@ def _multistep_kernel(
     pid_b = tl.program_id(0).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < dstate
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_dn, other=0.0)
-    state_offs = pid_b * dim * dstate + offs_d[:, None] * dstate + offs_n[None, :]
-    if HAS_H0:
-        h = tl.load(h0_ptr + state_offs, mask=mask_dn, other=0.0)
-    else:
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    mask_d, mask_n, mask_dn, A, h, state_offs = _load_A_and_state(
+        A_ptr, h0_ptr, pid_b, offs_d, offs_n, dim, dstate, HAS_H0, BLOCK_D, BLOCK_N
+    )
     d_skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
 
