@@ -179,6 +179,22 @@ class OnnxStreamer:
             return zeros
         return {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", self._device_id) for k, v in zeros.items()}
 
+    def with_state_values(self, state: dict[str, Any], values: dict[str, np.ndarray]) -> dict[str, Any]:
+        """`state` with the named entries set to `values` (broadcast over the batch)."""
+        out = dict(state)
+        for key, value in values.items():
+            if key not in state:
+                raise ValueError(f"{self.path}: the graph has no state {key!r}")
+            old = state[key]
+            shape = tuple(old.shape()) if isinstance(old, ort.OrtValue) else old.shape
+            array = np.ascontiguousarray(np.broadcast_to(np.asarray(value, np.float32), shape))
+            out[key] = (
+                array
+                if self._device == "cpu"
+                else ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
+            )
+        return out
+
     def _check(self, x: Any, state: dict[str, Any]) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[0] < 1 or not np.issubdtype(x.dtype, np.floating):

@@ -22,6 +22,7 @@ band); the last decoder layer starts at zero, so an untrained model is the ident
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import JsonConfig
+from .excitation import NoiseBands, band_edges, gains_from_logits
 from .mamba import Mamba
 from .spectral import (
     CausalTimeConv,
@@ -43,6 +45,9 @@ from .spectral import (
 from .streaming import State, StreamingModule, init_children, prefixed, substate
 
 __all__ = ["AEROMamba", "AEROMambaConfig", "music_config", "paper_config", "parameter_count"]
+
+
+NOISE_START_GAIN = 1e-3  # noise gain of an untrained model, relative to the frame's spectral std
 
 
 @dataclass
@@ -73,6 +78,9 @@ class AEROMambaConfig(JsonConfig):
     expand: int = 2
     backend: str = "auto"  # selective-scan backend of the Mamba blocks
     residual: bool = True  # predict a correction of the input spectrum (False: the full spectrum)
+    noise_bands: int = 0  # > 0: a noise excitation (models/excitation.py) with this many bands
+    noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
+    band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
 
     def __post_init__(self) -> None:
         self.strides = tuple(int(s) for s in self.strides)
@@ -91,6 +99,8 @@ class AEROMambaConfig(JsonConfig):
             freqs //= s
         if len(self.dec_kernel) != 2 or self.dec_kernel[0] % 2 == 0 or self.dec_kernel[1] < 1:
             raise ValueError(f"dec_kernel must be (odd freq kernel, time kernel >= 1), got {self.dec_kernel}")
+        if self.noise_bands < 0:
+            raise ValueError(f"noise_bands must be >= 0, got {self.noise_bands}")
         if self.channels < 1 or self.growth < 1:
             raise ValueError(f"channels and growth must be >= 1, got {self.channels}, {self.growth}")
         for c in (self.channels * self.growth**i for i in range(len(self.strides))):
@@ -114,9 +124,11 @@ def music_config() -> AEROMambaConfig:
     the first layer only (it keeps the global 256x256 frequency map that carries the low band up), a
     (3 freq x 1 frame) decoder conv. 0.32 M parameters. Cost is dominated by per-operator overhead at
     one to two frames per call, so layers were cut before channels. Sized for 512-sample blocks
-    (2 hops, 11.6 ms); see `python -m models.aero_mamba --preset music --block 512`.
+    (2 hops, 11.6 ms); see `python -m models.aero_mamba --preset music --block 512`. A 12-band noise
+    excitation supplies the unpredictable part of the missing band (see models/excitation.py).
     """
     return AEROMambaConfig(
+        noise_bands=12,
         channels=16,
         strides=(8, 8),
         kernel_size=16,
@@ -326,8 +338,10 @@ class AEROMamba(_Composite):
         for i, stride in enumerate(cfg.strides):
             self.encoder.append(EncoderLayer(chin, chout, freqs, stride, i, cfg, first=i == 0))
             innermost, last = i == len(cfg.strides) - 1, i == 0
+            # The outermost layer predicts the complex correction, plus a noise-gain map when asked.
+            out_channels = chin if i else 2 + (1 if cfg.noise_bands else 0)
             decoder.append(
-                DecoderLayer(chout, chin if i else 2, freqs // stride, stride, i, cfg, innermost, last)
+                DecoderLayer(chout, out_channels, freqs // stride, stride, i, cfg, innermost, last)
             )
             freqs //= stride
             if i == 0 and cfg.freq_emb:
@@ -339,6 +353,20 @@ class AEROMamba(_Composite):
         if cfg.residual:
             nn.init.zeros_(self.decoder[-1].conv_tr.weight)
             nn.init.zeros_(self.decoder[-1].conv_tr.bias)
+        self.noise: NoiseBands | None = None
+        if cfg.noise_bands:
+            # Band k's gain logit: the mean of the gain map over its bins, plus a learnt offset.
+            edges = band_edges(cfg.noise_bands, cfg.noise_low_hz, cfg.sample_rate)
+            bins = torch.arange(cfg.n_fft // 2) * cfg.sample_rate / cfg.n_fft
+            member = torch.stack(
+                [(bins >= lo) & (bins < hi) for lo, hi in zip(edges[:-1], edges[1:])]
+            ).float()
+            if (member.sum(1) == 0).any():
+                raise ValueError(f"noise_bands={cfg.noise_bands} leaves a band without an STFT bin")
+            self.register_buffer("band_average", member / member.sum(1, keepdim=True), persistent=False)
+            self.noise_bias = nn.Parameter(torch.full((cfg.noise_bands,), math.log(NOISE_START_GAIN)))
+            # Per-frame gains, interpolated linearly over each hop.
+            self.noise = NoiseBands(cfg.noise_bands, cfg.noise_low_hz, cfg.sample_rate, hop=cfg.hop)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         if x.dim() != 2:
@@ -359,9 +387,17 @@ class AEROMamba(_Composite):
         for i, layer in enumerate(self.decoder):
             skip = skips.pop()
             h = self._run(f"decoder.{i}", layer, skip if h is None else torch.cat([h, skip], 1), state, out)
+        if self.noise is not None:
+            h, gain_map = h[:, :2], h[:, 2]
         # Residual: the input's Nyquist bin passes through untouched; otherwise it is zero, as in AERO.
         spec = full + F.pad(h * std, (0, 0, 0, 1)) if cfg.residual else h * std + mean
-        return self._run("istft", self.istft, spec, state, out), out
+        y = self._run("istft", self.istft, spec, state, out)
+        if self.noise is not None:
+            # Gains relative to the frame's spectral level, held over the frame's hop of output.
+            logits = torch.matmul(self.band_average, gain_map) + self.noise_bias[:, None]
+            gains = gains_from_logits(logits) * std.flatten(1, 2)
+            y = y + self._run("noise", self.noise, gains, state, out)
+        return y, out
 
 
 def parameter_count(model: nn.Module) -> int:

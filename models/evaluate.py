@@ -48,6 +48,7 @@ NOISEFILL_LEVEL_TOP = (
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_RATES = {"wave-u-mamba": (8000, 12000, 16000, 24000), "aeromamba": (11025, 22050)}
 SYSTEMS = ("baseline", "noisefill", "model")
+METRICS = ("lsd", "lsd_hf", "snr", "visqol")
 
 
 # ---- spectra ----------------------------------------------------------------------------------------
@@ -264,7 +265,11 @@ class Report:
                 continue
             systems = {s for c in clips for s in c.metrics}
             out[rate] = {
-                s: {m: float(np.mean([c.metrics[s][m] for c in clips])) for m in clips[0].metrics[s]}
+                s: {
+                    m: float(np.mean([c.metrics[s][m] for c in clips if m in c.metrics[s]]))
+                    for m in METRICS
+                    if any(m in c.metrics[s] for c in clips)
+                }
                 for s in SYSTEMS
                 if s in systems
             }
@@ -314,7 +319,10 @@ def score(
         "snr": snr(reference, estimate),
     }
     if visqol is not None:
-        out["visqol"] = visqol(reference, estimate, sample_rate)
+        try:
+            out["visqol"] = visqol(reference, estimate, sample_rate)
+        except ValueError:  # a clip shorter than ViSQOL's patches: scored without it
+            pass
     return out
 
 
@@ -457,6 +465,11 @@ def evaluate(
                 )
     if skipped:
         report.notes.append(f"{skipped} file(s) skipped: unreadable, silent or too short")
+    if visqol is not None:
+        with_visqol = sum("visqol" in c.metrics["baseline"] for c in report.clips)
+        report.notes.append(
+            f"ViSQOL on {with_visqol} of {len(report.clips)} clip-rate pairs (the rest are too short for it)"
+        )
     if not report.clips:
         raise ValueError("no file could be scored")
     return report
@@ -488,6 +501,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="model block length (streaming == offline, so this only changes speed; 0: the live ~10 ms)",
     )
+    p.add_argument(
+        "--band-gain-db",
+        type=float,
+        help="score the model with this level of the new band (dB) instead of its config's (calibration)",
+    )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL even when installed")
     p.add_argument("--json", type=Path, help="write the per-rate table and per-clip values here")
     p.add_argument("--plots", type=Path, help="write spectrogram PNGs (first scored file, every rate) here")
@@ -502,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .registry import family_of, load_model
 
             model = load_model(args.model, pretrained=not args.untrained)
+            if args.band_gain_db is not None:
+                from .registry import with_config
+
+                model = with_config(model, band_gain_db=args.band_gain_db)
             sample_rate = int(model.sample_rate)
             family = family_of(model)
             run_model = model_runner(model, args.backend, args.block_seconds or None)

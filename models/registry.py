@@ -80,6 +80,14 @@ def build_from_spec(family: str, config: dict, preset: str = "custom") -> Stream
     return model
 
 
+def with_config(model: StreamingModule, **changes: object) -> StreamingModule:
+    """A copy of a generator with some config fields changed and the same weights (e.g. band_gain_db)."""
+    config = {**model.config.to_dict(), **changes}
+    clone = build_from_spec(family_of(model), config, getattr(model, "preset", "custom"))
+    clone.load_state_dict(model.state_dict())
+    return clone.train(model.training)
+
+
 def build_model(name: str) -> StreamingModule:
     """A randomly initialised preset."""
     if name not in PRESETS:
@@ -148,10 +156,7 @@ def load_model(name_or_path: str | os.PathLike, pretrained: bool = True) -> Stre
         raise
     except (TypeError, ValueError, KeyError) as err:
         raise WeightsError(f"{weights.with_suffix('.json')}: config does not build a model ({err})") from None
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise WeightsError(f"{weights}: not a readable safetensors file ({err})") from None
+    tensors = read_weights(weights)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -164,10 +169,20 @@ def load_model(name_or_path: str | os.PathLike, pretrained: bool = True) -> Stre
             raise WeightsError(
                 f"{weights}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
             )
-        if not torch.isfinite(value).all():
-            raise WeightsError(f"{weights}: {key} holds NaN or Inf")
     model.load_state_dict(tensors, strict=True)
     return model.eval()
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file; WeightsError when unreadable or not finite."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+    for key, value in tensors.items():
+        if not torch.isfinite(value).all():
+            raise WeightsError(f"{path}: {key} holds NaN or Inf")
+    return tensors
 
 
 def save_model(model: StreamingModule, path: str | os.PathLike, **extra: object) -> Path:

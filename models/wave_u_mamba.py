@@ -16,6 +16,7 @@ offline model's output delayed by `latency` samples. With `causal=True` all look
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import JsonConfig
+from .excitation import CausalRMS, NoiseBands, gains_from_logits
 from .layers import (
     AvgPool1d,
     ChannelLayerNorm,
@@ -67,6 +69,11 @@ class WaveUMambaConfig(JsonConfig):
     slope: float = 0.1  # leaky ReLU slope everywhere but before the output conv
     post_slope: float = 0.01  # torch's default, as in HiFi-GAN's output stage
     causal: bool = False  # True: every convolution causal, latency 0
+    noise_bands: int = 0  # > 0: a noise-excitation head (models/excitation.py) with this many bands
+    noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
+    noise_smooth: int = 32  # samples of gain smoothing
+    noise_level_window: int = 240  # the gains are relative to the input's RMS over this many samples
+    band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
 
@@ -87,6 +94,11 @@ class WaveUMambaConfig(JsonConfig):
             raise ValueError(f"up_kernels must be >= 2 (stride 2), got {self.up_kernels}")
         if any(v < 0 for v in self.down_mambas + self.up_mambas) or self.bottleneck_mambas < 0:
             raise ValueError("Mamba block counts must be >= 0")
+        if self.noise_bands < 0 or self.noise_smooth < 1 or self.noise_level_window < 1:
+            raise ValueError(
+                "need noise_bands >= 0, noise_smooth >= 1 and noise_level_window >= 1, got "
+                f"{self.noise_bands}, {self.noise_smooth}, {self.noise_level_window}"
+            )
         for name in ("resblock_kernel", "post_kernel"):
             if getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd ('same' padding), got {getattr(self, name)}")
@@ -102,9 +114,11 @@ def speech_config() -> WaveUMambaConfig:
 
     A streamed block costs mostly per-op overhead, so the preset trims layers rather than channels:
     one conv per down block, one-dilation ResBlocks, and Mamba only where a block is short (3 and
-    6 kHz: 30 and 60 steps per 10 ms), where it adds long context at little cost.
+    6 kHz: 30 and 60 steps per 10 ms), where it adds long context at little cost. A 12-band noise
+    excitation supplies the unpredictable part of the missing band (see models/excitation.py).
     """
     return WaveUMambaConfig(
+        noise_bands=12,
         channels=(8, 16, 32, 48),
         final_channels=8,
         down_convs=1,
@@ -115,6 +129,8 @@ def speech_config() -> WaveUMambaConfig:
         causal=True,
     )
 
+
+NOISE_START_GAIN = 0.01  # per-band noise RMS of an untrained head, relative to the input's RMS
 
 # A pooled sample summarises a pair [2m, 2m + 1] and is complete only at 2m + 1, but upsampling puts
 # it back at 2m: even causal convolutions would leave one sample of look-ahead per level. The causal
@@ -245,6 +261,20 @@ class WaveUMamba(StreamingModule):
         post_lookahead = 0 if config.causal else (config.post_kernel - 1) // 2
         post_conv = StreamingConv1d(cin, 1, config.post_kernel, lookahead=post_lookahead, weight_norm=True)
         self.post = Sequential(LeakyReLU(config.post_slope), post_conv)
+        self.noise_head: Sequential | None = None
+        self.noise: NoiseBands | None = None
+        if config.noise_bands:
+            # Per-band gains from the same features and window as the correction, so both align.
+            head = StreamingConv1d(cin, config.noise_bands, config.post_kernel, lookahead=post_lookahead)
+            nn.init.constant_(head.conv.bias, math.log(NOISE_START_GAIN))
+            self.noise_head = Sequential(LeakyReLU(config.post_slope), head)
+            self.noise = NoiseBands(
+                config.noise_bands,
+                config.noise_low_hz,
+                config.sample_rate,
+                config.noise_smooth,
+            )
+            self.noise_level = CausalRMS(config.noise_level_window)
         delay = output_delay(self.post, delay)
         self.latency = delay
         self.residual_delay = Delay(delay, 1)
@@ -262,6 +292,9 @@ class WaveUMamba(StreamingModule):
         for i, (skip, up) in enumerate(zip(self.skips, self.up)):
             named[f"skips.{i}"], named[f"up.{i}"] = skip, up
         named["post"], named["residual_delay"] = self.post, self.residual_delay
+        if self.noise is not None:
+            named["noise_head"], named["noise"] = self.noise_head, self.noise
+            named["noise_level"] = self.noise_level
         return named
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
@@ -290,5 +323,10 @@ class WaveUMamba(StreamingModule):
             h = self.act.apply_pointwise(h) + run(f"skips.{i}", skip, skips[-1 - i])
             h = run(f"up.{i}", up, h)
         correction = torch.tanh(run("post", self.post, h))
-        y = correction + run("residual_delay", self.residual_delay, x.unsqueeze(1))
+        delayed = run("residual_delay", self.residual_delay, x.unsqueeze(1))
+        y = correction + delayed
+        if self.noise is not None:
+            level = run("noise_level", self.noise_level, delayed)  # aligned with the output
+            gains = gains_from_logits(run("noise_head", self.noise_head, h)) * level
+            y = y + run("noise", self.noise, gains).unsqueeze(1)
         return y.squeeze(1), new_state

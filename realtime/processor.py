@@ -1,7 +1,10 @@
 """The block processor: any host block size in, fixed model blocks inside, a fixed and known latency out.
 
-    host block (input_rate) -> guard -> Resampler -> model-rate FIFO -> model step -> dry/wet mix
-        -> Resampler -> output FIFO (pre-filled) -> host block (output_rate)
+    host block (input_rate) -> guard -> Resampler -> model-rate FIFO -> model step -> band merge
+        -> dry/wet mix -> Resampler -> output FIFO (pre-filled) -> host block (output_rate)
+
+The band merge (realtime/band_merge.py, for inputs below the model's rate) keeps the input's own
+band and takes only the new band from the model, at the level the model was calibrated for.
 
 Each call hands back exactly the output owed for the input seen so far, floor(total_in * ratio), so
 the output of any partition of the input into host blocks is bit-identical to any other (and to
@@ -27,6 +30,7 @@ import numpy as np
 
 from models.blocking import default_block_size
 
+from .band_merge import BandMerge
 from .resample import SUPPORTED_RATES, Resampler, check_rate
 
 BACKENDS = ("auto", "torch", "onnx", "triton")
@@ -44,6 +48,10 @@ class Stepper(Protocol):
     block_size: int | None  # a fixed block length (an exported graph), or None for any multiple
 
     def init_state(self, batch: int) -> dict[str, Any]: ...
+
+    def with_state_values(self, state: dict[str, Any], values: dict[str, np.ndarray]) -> dict[str, Any]:
+        """`state` with the named entries set to `values` (broadcast over the batch)."""
+        ...
 
     def step(self, x: np.ndarray, state: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]: ...
 
@@ -72,6 +80,16 @@ class TorchStepper:
         with self._torch.inference_mode():
             return self.model.init_state(batch, self.device)
 
+    def with_state_values(self, state: dict[str, Any], values: dict[str, np.ndarray]) -> dict[str, Any]:
+        torch = self._torch
+        return {
+            **state,
+            **{
+                k: torch.as_tensor(v, device=self.device).expand_as(state[k]).clone()
+                for k, v in values.items()
+            },
+        }
+
     def step(self, x: np.ndarray, state: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         with self._torch.inference_mode():
             y, new_state = self.model.step(self._torch.from_numpy(x).to(self.device), state)
@@ -97,6 +115,21 @@ def _inference_copy(model: Any) -> Any:
 def _is_torch_module(model: Any) -> bool:
     torch = sys.modules.get("torch")  # a torch module can only exist once torch is imported
     return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _excitation_masks(model: Any, input_rate: int) -> dict[str, np.ndarray]:
+    """State values that keep a torch generator's noise excitation above the input's band (none for
+    a ready-made stepper, which carries no band layout)."""
+    if not _is_torch_module(model):
+        return {}
+    from models.excitation import band_masks
+
+    return band_masks(model, input_rate)
+
+
+def _band_gain_db(model: Any) -> float:
+    """The trained level of the model's new band for the band merge (0 dB when it has none)."""
+    return float(getattr(getattr(model, "config", None), "band_gain_db", 0.0))
 
 
 def make_stepper(model: Any, backend: str = "auto") -> tuple[Stepper, str]:
@@ -283,7 +316,7 @@ class Processor(_HostPath):
         dry_wet: 1.0 = model output only, 0.0 = dry only; mixes at the model rate, time-aligned.
 
     `latency` (output samples) = output-FIFO pre-fill (block buffering, at least model_block - 1)
-    + both resamplers' delays + the model's latency: an impulse at input sample 0 comes out at
+    + both resamplers' delays + the model's latency + the band merge's delay: an impulse at input sample 0 comes out at
     output sample `latency` exactly, whatever the host block sizes.
 
     Guards: a host block holding NaN/Inf is replaced by silence before anything sees it
@@ -291,7 +324,7 @@ class Processor(_HostPath):
     `init_state` (`stats.state_resets`) and a non-finite output block is replaced by the dry block.
 
     Dry path and overload fallback: the dry signal is the resampled input delayed by the model's
-    latency, so it lines up with the wet output sample for sample. `bypass = True` outputs it alone
+    latency (and the band merge's), so it lines up with the wet output sample for sample. `bypass = True` outputs it alone
     (the model is skipped; its state restarts from `init_state` when bypass is switched off) with the
     latency unchanged, so toggling never shifts time. For a live engine, `dry_path()` returns an
     independent `DryPath` (no model, cheap): feed it every host block the processor is fed (e.g. in
@@ -315,6 +348,8 @@ class Processor(_HostPath):
         if not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         self.stepper, self.backend = make_stepper(model, backend)
+        # The host knows the input's rate: the model's noise excitation stays out of the given band.
+        self._state_values = _excitation_masks(model, input_rate)
         for attr in ("sample_rate", "block_multiple", "latency"):
             if not isinstance(getattr(self.stepper, attr, None), (int, np.integer)):
                 raise ValueError(f"model must declare an integer `{attr}`")
@@ -323,9 +358,21 @@ class Processor(_HostPath):
         self.model_block = self._choose_block(block_size)
         self.dry_wet = dry_wet
         self._bypass = False
+        # A band-limited input: the output keeps its band and takes only the new band from the model.
+        self._merge = (
+            BandMerge(model_rate, input_rate / 2, _band_gain_db(model), int(channels))
+            if input_rate < model_rate
+            else None
+        )
+        merge_delay = self._merge.delay if self._merge is not None else 0
         prefill = _prefill(input_rate, model_rate, output_rate, self.model_block)
         super().__init__(
-            input_rate, model_rate, output_rate, int(channels), int(self.stepper.latency), prefill
+            input_rate,
+            model_rate,
+            output_rate,
+            int(channels),
+            int(self.stepper.latency) + merge_delay,
+            prefill,
         )
         self._reset_model()
 
@@ -361,7 +408,7 @@ class Processor(_HostPath):
     @bypass.setter
     def bypass(self, value: bool) -> None:
         if self._bypass and not value:
-            self._state = self.stepper.init_state(self.channels)  # its state is stale after a bypass
+            self._reset_model()  # its state is stale after a bypass
         self._bypass = bool(value)
 
     def dry_path(self) -> DryPath:
@@ -381,8 +428,15 @@ class Processor(_HostPath):
         self._reset_model()
 
     def _reset_model(self) -> None:
-        self._state = self.stepper.init_state(self.channels)
+        self._state = self._fresh_state()
         self._pending = np.zeros((self.channels, 0), np.float32)
+        if self._merge is not None:
+            self._merge.reset()
+            self._aligned_line = np.zeros((self.channels, int(self.stepper.latency)), np.float32)
+
+    def _fresh_state(self) -> dict[str, Any]:
+        state = self.stepper.init_state(self.channels)
+        return self.stepper.with_state_values(state, self._state_values) if self._state_values else state
 
     def _model_rate_stage(self, u: np.ndarray) -> np.ndarray:
         self._pending = np.concatenate([self._pending, u], axis=1)
@@ -396,6 +450,9 @@ class Processor(_HostPath):
         if self._bypass:
             return dry
         wet = self._step(np.ascontiguousarray(block), dry)
+        if self._merge is not None:
+            aligned, self._aligned_line = _delay(block, self._aligned_line)  # dry, lined up with wet
+            wet = self._merge.process(dry, aligned, wet)
         if self._dry_wet == 1.0:
             return wet
         if self._dry_wet == 0.0:
@@ -410,7 +467,7 @@ class Processor(_HostPath):
         if y_ok and all(_all_finite(v) for v in state.values()):
             self._state = state
             return y
-        self._state = self.stepper.init_state(self.channels)
+        self._state = self._fresh_state()
         self.stats.state_resets += 1
         return y if y_ok else dry
 

@@ -1,8 +1,8 @@
 """File mode puts an impulse back on its own sample, for every preset and every supported input rate.
 
 Random weights would smear an impulse, so each generator's correction is silenced first (Wave-U-Mamba:
-its output conv zeroed; AEROMamba is the identity until trained): the model is then a pure delay of its
-declared latency, and the whole path — input resampler, block FIFO, model, latency compensation — must
+its output conv zeroed; AEROMamba is the identity until trained; the noise excitation closed): the
+model is then a pure delay of its declared latency, and the whole path — input resampler, block FIFO, model, latency compensation — must
 land the impulse at t * ratio, its resampling kernel symmetric around that sample.
 """
 
@@ -31,6 +31,10 @@ def pure_delay(name: str):
         with torch.no_grad():
             conv.parametrizations.weight.original0.zero_()
             conv.bias.zero_()
+    with torch.no_grad():  # the noise excitation's gains are exp(logit): a huge negative bias is 0
+        for name, param in model.named_parameters():
+            if name in ("noise_head.layers.1.conv.bias", "noise_bias"):
+                param.fill_(-1e4)
     return model
 
 

@@ -23,6 +23,7 @@ from models.train.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    given_band_loss,
     mel_filterbank,
 )
 from models.train.prepare import prepare
@@ -121,6 +122,19 @@ def test_stft_losses_vanish_on_the_target_and_grow_with_the_error():
         assert values[0] == 0.0 and 0 < values[1] < values[2]
 
 
+def test_given_band_loss_sees_phase_below_the_cutoff_only():
+    ref = torch.from_numpy(white(0.2, seed=5)).float()[None].repeat(2, 1)
+    cutoffs = torch.tensor([4000.0, 8000.0])
+    assert float(given_band_loss(ref, ref, cutoffs, SR)) == 0.0
+    assert float(given_band_loss(0.9 * ref, ref, cutoffs, SR)) == pytest.approx(0.01, rel=1e-4)
+    assert float(given_band_loss(-ref, ref, cutoffs, SR)) == pytest.approx(4.0, rel=1e-4)  # phase counts
+    t = torch.arange(ref.shape[1]) / SR
+    tone = torch.sin(2 * np.pi * 12000 * t) * torch.hann_window(t.numel())  # faded: no edge clicks
+    assert float(given_band_loss(ref + tone, ref, cutoffs, SR)) < 1e-5  # far above both cutoffs
+    with pytest.raises(ValueError, match="cutoff_hz"):
+        given_band_loss(ref, ref, cutoffs[:1], SR)
+
+
 def test_adversarial_losses_by_hand():
     real, fake = [torch.tensor([1.0, 0.5])], [torch.tensor([0.0, -2.0])]
     assert float(discriminator_loss(real, fake, "lsgan")) == pytest.approx((0 + 0.25) / 2 + (0 + 4) / 2)
@@ -163,6 +177,8 @@ TINY = {
         "up_mambas": [1, 0],
         "d_state": 4,
         "causal": True,
+        "noise_bands": 2,  # the excitation draws random start positions: resume must restore them
+        "noise_smooth": 4,
     },
 }
 
@@ -215,7 +231,8 @@ def test_examples_are_a_function_of_seed_and_index(data_dir):
     lr2, hr2, d2 = SegmentSampler(clips(data_dir, "train", SR), SR, 2400, cfg, seed=3).example(5)
     assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and d1 == d2
     assert 0.3 <= np.max(np.abs(hr1)) <= 0.95 + 1e-6  # normalised to a random peak level
-    full_lr, full_hr = sampler.batch(4, 4)
+    full_lr, full_hr, cutoffs = sampler.batch(4, 4)
+    assert cutoffs.tolist() == [np.float32(sampler.example(16 + i)[2].cutoff_hz) for i in range(4)]
     halves = [sampler.batch(4, 4, rank=r, world=2) for r in (0, 1)]
     assert np.array_equal(
         np.concatenate([h[0] for h in halves]), full_lr
@@ -235,10 +252,10 @@ def test_loader_workers_deliver_steps_in_order(data_dir):
         BatchStream(sampler, 2, start=5, stop=9), batch_size=None, num_workers=2
     )
     got = list(loader)
-    assert [int(step) for step, _, _ in got] == [5, 6, 7, 8]
-    for step, lowres, target in got:
+    assert [int(step) for step, *_ in got] == [5, 6, 7, 8]
+    for step, *tensors in got:
         want = sampler.batch(int(step), 2)
-        assert np.array_equal(lowres.numpy(), want[0]) and np.array_equal(target.numpy(), want[1])
+        assert all(np.array_equal(t.numpy(), w) for t, w in zip(tensors, want, strict=True))
 
 
 def _run(data_dir, out, steps, cfg=None):
@@ -287,6 +304,37 @@ def test_export_loads_through_the_registry(data_dir, tmp_path):
     x = torch.randn(1, 64)
     with torch.no_grad():
         assert torch.equal(model(x), trainer.ema.module.eval()(x))
+
+
+def test_init_fine_tunes_from_weights_without_a_new_head(data_dir, tmp_path):
+    plain = {**TINY, "config": {**TINY["config"], "noise_bands": 0}}
+    _run(data_dir, tmp_path / "plain", 1, tiny_config(generator_spec=plain))
+    weights = tmp_path / "plain" / "generator.safetensors"
+    trainer = Trainer(tiny_config(init=str(weights)), data_dir, tmp_path / "tuned", options(1))
+    loaded = load_model(weights).state_dict()
+    tuned = trainer.generator.state_dict()
+    assert all(torch.equal(tuned[k], v) for k, v in loaded.items())
+    assert {k for k in tuned if k not in loaded} == {k for k in tuned if k.startswith("noise_head.")}
+    # the other way round, a tensor the generator lacks is refused
+    _run(data_dir, tmp_path / "noisy", 1)
+    with pytest.raises(ValueError, match="does not have: noise_head"):
+        Trainer(
+            tiny_config(generator_spec=plain, init=str(tmp_path / "noisy" / "generator.safetensors")),
+            data_dir,
+            tmp_path / "bad",
+            options(1),
+        )
+
+
+def test_checkpoint_of_an_older_config_version_still_loads(data_dir, tmp_path):
+    _run(data_dir, tmp_path / "run", 1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["generator_spec"]["config"]["band_gain_db"]  # a field added after the run was made
+    torch.save(ckpt, path)
+    trainer = Trainer(tiny_config(), data_dir, tmp_path / "run", options(1))
+    trainer.load_checkpoint()
+    assert trainer.step == 1
 
 
 def test_max_minutes_stops_and_exports(data_dir, tmp_path):

@@ -101,6 +101,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mp3-prob", type=float)
     s.add_argument("--same-rate-prob", type=float)
     s.add_argument("--seed", type=int)
+    s.add_argument("--init", help="start from these generator weights (.safetensors): fine-tuning")
+    s.add_argument("--w-band", type=float, dest="w_band", help="weight of the given-band (phase-aware) loss")
     s.add_argument(
         "--scan-backend", help="selective-scan backend: auto, chunked, triton, mamba_ssm, reference"
     )
@@ -111,6 +113,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="RUN_DIR of `fit`")
     p.add_argument("--data", required=True, type=Path, help="the folder the run was trained on")
     p.add_argument("--out", type=Path, help="weights path (default RUN_DIR/generator.safetensors)")
+    p.add_argument(
+        "--band-gain-db",
+        type=float,
+        help="level of the new band (dB) stored in the exported config (pick it with models.evaluate --split train)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,6 +141,8 @@ SETTING_FLAGS = (
     "mp3_prob",
     "same_rate_prob",
     "seed",
+    "init",
+    "w_band",
     "scan_backend",
 )
 
@@ -204,7 +213,7 @@ def _export(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(json.loads((args.run / CONFIG).read_text()))
     trainer = Trainer(cfg, args.data, args.run, RunOptions(command="export"))
     trainer.load_checkpoint()
-    print(trainer.export(args.out))
+    print(trainer.export(args.out, args.band_gain_db))
     return 0
 
 

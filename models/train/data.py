@@ -133,18 +133,22 @@ class SegmentSampler:
         cut = slice(self.context, self.context + self.segment)
         return lowres[cut].astype(np.float32), window[cut].astype(np.float32), d
 
-    def batch(self, step: int, batch: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's share of global batch `step`: (lowres, target), each (batch // world, segment)."""
+    def batch(
+        self, step: int, batch: int, rank: int = 0, world: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This rank's share of global batch `step`: (lowres, target), each (batch // world, segment),
+        and each example's low-pass cutoff in Hz (batch // world,)."""
         if batch % world:
             raise ValueError(f"batch size {batch} must be divisible by the world size {world}")
         local = batch // world
         first = step * batch + rank * local
-        pairs = [self.example(first + i)[:2] for i in range(local)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        examples = [self.example(first + i) for i in range(local)]
+        cutoffs = np.array([d.cutoff_hz for _, _, d in examples], dtype=np.float32)
+        return np.stack([e[0] for e in examples]), np.stack([e[1] for e in examples]), cutoffs
 
 
 class BatchStream(IterableDataset):
-    """Yields (step, lowres, target) for steps start, start + 1, ...; loader workers interleave steps.
+    """Yields (step, lowres, target, cutoffs) for steps start, start + 1, ...; loader workers interleave steps.
 
     With a DataLoader(batch_size=None, num_workers=W), worker w makes steps start + w, start + w + W,
     ... and the loader's round-robin hands them out in step order.
@@ -168,8 +172,8 @@ class BatchStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         step = self.start + worker
         while self.stop is None or step < self.stop:
-            lowres, target = self.sampler.batch(step, self.batch, self.rank, self.world)
-            yield step, torch.from_numpy(lowres), torch.from_numpy(target)
+            lowres, target, cutoffs = self.sampler.batch(step, self.batch, self.rank, self.world)
+            yield step, torch.from_numpy(lowres), torch.from_numpy(target), torch.from_numpy(cutoffs)
             step += workers
 
 

@@ -101,6 +101,37 @@ class MultiResolutionSTFTLoss(nn.Module):
         return sum(loss(estimate, reference) for loss in self.losses) / len(self.losses)
 
 
+GIVEN_BAND_FRACTION = 0.8  # share of an example's cutoff below which its input is taken as intact
+
+
+def given_band_loss(
+    estimate: Tensor,
+    reference: Tensor,
+    cutoff_hz: Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    fraction: float = GIVEN_BAND_FRACTION,
+) -> Tensor:
+    """Error energy over reference energy of the complex STFT below `fraction` x each example's cutoff.
+
+    Unlike the magnitude losses it sees phase: it is 1 / SNR restricted to the band the input already
+    held, so a generator that invents the missing band is also taught to leave the given one alone.
+    """
+    if estimate.shape != reference.shape or cutoff_hz.shape != estimate.shape[:1]:
+        raise ValueError(
+            f"need estimate and reference (batch, samples) and cutoff_hz (batch,), got "
+            f"{tuple(estimate.shape)}, {tuple(reference.shape)}, {tuple(cutoff_hz.shape)}"
+        )
+    window = torch.hann_window(n_fft, device=estimate.device)
+    est, ref = (
+        torch.stft(x, n_fft, n_fft // 4, window=window, return_complex=True) for x in (estimate, reference)
+    )
+    freqs = torch.arange(n_fft // 2 + 1, device=estimate.device) * (sample_rate / n_fft)
+    mask = (freqs[None, :] < fraction * cutoff_hz[:, None].to(freqs.dtype)).unsqueeze(-1)
+    error = torch.sum((est - ref).abs().square() * mask)
+    return error / torch.sum(ref.abs().square() * mask).clamp(min=1e-8)
+
+
 def _check_kind(kind: str) -> None:
     if kind not in ADVERSARIAL:
         raise ValueError(f"adversarial loss must be one of {ADVERSARIAL}, got {kind!r}")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from .losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    given_band_loss,
     stft_resolutions,
 )
 
@@ -82,6 +84,8 @@ class TrainConfig(JsonConfig):
     w_mel: float = 10.0
     w_adv: float = 1.0
     w_fm: float = 100.0  # feature matching is a mean over layers: 100 ~ HiFi-GAN's 2 x sum
+    w_band: float = 100.0  # given-band loss (1 / SNR below the cutoff): 0.1 at 30 dB, 1 at 20 dB
+    init: str | None = None  # start from these generator weights (.safetensors) instead of random
     stft_scale: float = 1.0  # scales the three linear STFT resolutions
     mel_resolutions: tuple[tuple[int, int, int], ...] = (
         (1024, 256, 1024),
@@ -189,6 +193,29 @@ def build_generator(cfg: TrainConfig) -> StreamingModule:
     return model
 
 
+def load_initial_weights(model: nn.Module, path: Path) -> None:
+    """Fine-tuning start: every tensor in `path` must exist in `model` with its shape; parameters the
+    file lacks (a head added since) keep their initialisation and are named on stderr."""
+    from ..registry import read_weights
+
+    missing, unexpected = model.load_state_dict(read_weights(path), strict=False)
+    if unexpected:
+        raise ValueError(f"{path}: tensors the generator does not have: {', '.join(unexpected)}")
+    if missing:
+        print(f"init from {path}: new, untrained: {', '.join(missing)}", file=sys.stderr)
+
+
+def _normalised_spec(spec: dict) -> dict:
+    """A saved generator spec as this version writes it: config fields added since get their defaults."""
+    from .. import registry
+
+    try:
+        model = registry.build_from_spec(spec["family"], spec["config"], spec.get("preset", "custom"))
+    except (KeyError, TypeError, ValueError):
+        return spec  # a custom or unknown generator: compared as saved
+    return generator_spec(model)
+
+
 def generator_spec(model: StreamingModule) -> dict:
     from ..registry import family_of
 
@@ -243,7 +270,20 @@ class CsvLog:
             csv.DictWriter(f, self.fields).writerow({k: row.get(k, "") for k in self.fields})
 
 
-LOG_FIELDS = ["step", "seconds", "lr", "loss_g", "stft", "mel", "adv", "fm", "loss_d", "grad_g", "grad_d"]
+LOG_FIELDS = [
+    "step",
+    "seconds",
+    "lr",
+    "loss_g",
+    "stft",
+    "mel",
+    "band",
+    "adv",
+    "fm",
+    "loss_d",
+    "grad_g",
+    "grad_d",
+]
 VALID_FIELDS = ["step", "rate", "lsd_input", "lsd_hf_input", "lsd_hf_noisefill", "lsd_model", "lsd_hf_model"]
 
 
@@ -263,6 +303,8 @@ class Trainer:
         self._setup_distributed()
         torch.manual_seed(cfg.seed)
         self.generator = (generator if generator is not None else build_generator(cfg)).to(self.device)
+        if cfg.init is not None:
+            load_initial_weights(self.generator, Path(cfg.init))
         self.sample_rate = int(self.generator.sample_rate)
         self.latency = int(self.generator.latency)
         bm = int(self.generator.block_multiple)
@@ -342,8 +384,9 @@ class Trainer:
                     group["lr"] = lr
         return lr
 
-    def train_step(self, lowres: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """One optimisation step on a batch; returns detached loss terms."""
+    def train_step(self, lowres: Tensor, target: Tensor, cutoff_hz: Tensor) -> dict[str, Tensor]:
+        """One optimisation step on a batch (cutoff_hz: each example's low-pass cutoff); returns
+        detached loss terms."""
         cfg, lat = self.cfg, self.latency
         lr = self._set_lr()
         self.generator.train()
@@ -363,7 +406,8 @@ class Trainer:
             logs["loss_d"] = loss_d.detach()
         loss_stft = self.stft_loss(fake, real)
         loss_mel = self.mel_loss(fake, real)
-        loss_g = cfg.w_stft * loss_stft + cfg.w_mel * loss_mel
+        loss_band = given_band_loss(fake, real, cutoff_hz, self.sample_rate)
+        loss_g = cfg.w_stft * loss_stft + cfg.w_mel * loss_mel + cfg.w_band * loss_band
         if adversarial:
             (r, r_feats), (f, f_feats) = split_batch(self.d_run(torch.cat([real, fake])), n)
             loss_adv = generator_loss(f, cfg.adversarial)
@@ -376,7 +420,9 @@ class Trainer:
         self.opt_g.step()
         if self.ema is not None:
             self.ema.update(self.generator)
-        logs.update(loss_g=loss_g.detach(), stft=loss_stft.detach(), mel=loss_mel.detach())
+        logs.update(
+            loss_g=loss_g.detach(), stft=loss_stft.detach(), mel=loss_mel.detach(), band=loss_band.detach()
+        )
         self.step += 1
         return logs
 
@@ -417,7 +463,7 @@ class Trainer:
             )
         if ckpt["manifest"] != self.manifest_digest:
             raise ValueError(f"{path} was trained on different data ({self.data / MANIFEST} changed)")
-        if ckpt["generator_spec"] != generator_spec(self.generator):
+        if _normalised_spec(ckpt["generator_spec"]) != generator_spec(self.generator):
             raise ValueError(f"{path} holds a different generator ({ckpt['generator_spec']['family']})")
         self.generator.load_state_dict(ckpt["generator"])
         if self.discriminators is not None:
@@ -430,11 +476,14 @@ class Trainer:
         self.step, self._elapsed_base = int(ckpt["step"]), float(ckpt["elapsed"])
         self.commands = list(ckpt["commands"])
 
-    def export(self, path: Path | None = None) -> Path:
-        """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry."""
-        from ..registry import save_model
+    def export(self, path: Path | None = None, band_gain_db: float | None = None) -> Path:
+        """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry,
+        optionally with the level of its new band set (see realtime/band_merge.py)."""
+        from ..registry import save_model, with_config
 
         model = self.ema.module if self.ema is not None else self.generator
+        if band_gain_db is not None:
+            model = with_config(model, band_gain_db=band_gain_db)
         commands = self.commands or [self.opt.command]
         info = {
             "command": commands[0],
@@ -490,7 +539,7 @@ class Trainer:
         return rows
 
     # ---- the loop -------------------------------------------------------------------------------
-    def _batches(self, stop: int | None) -> Iterator[tuple[int, Tensor, Tensor]]:
+    def _batches(self, stop: int | None) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         stream = BatchStream(self.sampler, self.cfg.batch_size, self.step, stop, self.rank, self.world)
         loader = torch.utils.data.DataLoader(
             stream,
@@ -500,8 +549,8 @@ class Trainer:
             persistent_workers=False,
             generator=torch.Generator().manual_seed(self.cfg.seed),  # leaves the global torch RNG alone
         )
-        for step, lowres, target in loader:
-            yield step, lowres.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+        for step, *batch in loader:
+            yield step, *(t.to(self.device, non_blocking=True) for t in batch)
 
     def fit(self, resume: bool = True) -> int:
         """Train until `max_steps` (total) or `max_minutes` (this run); checkpoint and export at the end.
@@ -534,10 +583,10 @@ class Trainer:
         self._started = time.monotonic()
         acc: dict[str, list[Tensor]] = {}
         try:
-            for step, lowres, target in self._batches(opt.max_steps):
+            for step, *batch in self._batches(opt.max_steps):
                 if step != self.step:
                     raise RuntimeError(f"data loader delivered step {step}, expected {self.step}")
-                for k, v in self.train_step(lowres, target).items():
+                for k, v in self.train_step(*batch).items():
                     acc.setdefault(k, []).append(v.detach().float())
                 out_of_time = self._out_of_time()
                 row = self._mean_logs(acc) if self.step % opt.log_every == 0 or out_of_time else None

@@ -1,0 +1,179 @@
+"""Noise excitation: band-split, deterministic white noise that a generator scales with learned gains.
+
+A network trained without a discriminator cannot invent the noise-like part of a missing band: the
+phase of fricatives and cymbals is not predictable from the band it was given, so a deterministic
+waveform settles for a quiet, smeared guess. Classic bandwidth extension splits the job into a
+source (noise) and a filter (the spectral envelope); here the generator predicts the envelope as one
+gain per band and per sample, and `NoiseBands` supplies the source.
+
+The noise is a fixed table (a counter-based integer hash, so it is the same on every machine and
+numpy version), split into log-spaced bands by masking its spectrum: the table is periodic, so the
+split is exact and the bands add up to white noise above `low_hz`. The only state is the read
+position, so streaming equals offline and the module exports to ONNX (Gather on int64 indices).
+In training mode every stream starts at a random position, so a fixed noise sample is never learnt.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .streaming import State, StreamingModule, with_context
+
+PERIOD = 1 << 17  # table length: 2.7 s at 48 kHz, far longer than any pattern an ear locks on to
+
+
+def hash_noise(n: int, seed: int = 0) -> np.ndarray:
+    """`n` samples of zero-mean, unit-variance Gaussian noise from an integer hash of the index.
+
+    lowbias32 (C. Wellons) on (2i + 1, 2i + 2) gives two uniforms per sample, Box-Muller makes them
+    Gaussian. Only integer arithmetic decides the values, so they never change between platforms.
+    """
+    # From 1: the hash maps 0 to 0, which would make the first sample an extreme outlier.
+    idx = np.arange(1, 2 * n + 1, dtype=np.uint64) + np.uint64(seed) * np.uint64(2 * n)
+    x = (idx & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint32(16)
+        x *= np.uint32(0x7FEB352D)
+        x ^= x >> np.uint32(15)
+        x *= np.uint32(0x846CA68B)
+        x ^= x >> np.uint32(16)
+    u = (x.astype(np.float64) + 0.5) / 2.0**32
+    u1, u2 = u[0::2], u[1::2]
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def band_edges(bands: int, low_hz: float, sample_rate: int) -> np.ndarray:
+    """`bands` + 1 log-spaced edges from `low_hz` to the Nyquist frequency."""
+    nyquist = sample_rate / 2
+    if bands < 1 or not 0 < low_hz < nyquist:
+        raise ValueError(f"need bands >= 1 and 0 < low_hz < {nyquist}, got bands={bands}, low_hz={low_hz}")
+    return np.geomspace(low_hz, nyquist, bands + 1)
+
+
+def band_noise(
+    bands: int, low_hz: float, sample_rate: int, period: int = PERIOD, seed: int = 0
+) -> np.ndarray:
+    """(bands, period) float32 tables: band k holds the noise between edges k and k + 1, unit RMS."""
+    spectrum = np.fft.rfft(hash_noise(period, seed))
+    freqs = np.fft.rfftfreq(period, 1.0 / sample_rate)
+    edges = band_edges(bands, low_hz, sample_rate)
+    tables = np.empty((bands, period), dtype=np.float32)
+    for k in range(bands):
+        upper = freqs <= edges[k + 1] if k == bands - 1 else freqs < edges[k + 1]
+        x = np.fft.irfft(spectrum * ((freqs >= edges[k]) & upper), n=period)
+        tables[k] = x / np.sqrt(np.mean(x**2))
+    return tables
+
+
+class NoiseBands(StreamingModule):
+    """(batch, bands, samples) gains -> (batch, samples): sum over k of smoothed gain_k * noise_k.
+
+    `smooth`: length of the causal moving average applied to the gains, so that a gain changing from
+    one sample to the next does not splatter its band's noise into the band below.
+    `hop` > 1: the gains come one per frame of `hop` samples, (batch, bands, frames), and are
+    interpolated linearly from the previous frame's over each frame (the moving average of length
+    `hop` of the held gains, at O(1) per sample).
+    State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32),
+    "gains", the last `smooth - 1` gains (or the last frame's), and "masked", one flag per band
+    (1: silenced). A host that
+    knows the input's rate sets "masked" for the bands the input already covers (`masked_bands`):
+    the excitation then never adds noise to the band it was given. Zero (the default) masks nothing,
+    so a same-rate effect with an unknown cutoff keeps every band.
+    """
+
+    def __init__(self, bands: int, low_hz: float, sample_rate: int, smooth: int = 1, hop: int = 1) -> None:
+        super().__init__()
+        if smooth < 1 or hop < 1 or (smooth > 1 and hop > 1):
+            raise ValueError(f"need smooth >= 1 and hop >= 1, not both > 1; got smooth={smooth}, hop={hop}")
+        self.bands, self.smooth, self.hop = bands, smooth, hop
+        self.register_buffer("ramp", torch.arange(1, hop + 1, dtype=torch.float32) / hop, persistent=False)
+        self.edges = band_edges(bands, low_hz, sample_rate)
+        # Rebuilt from the hash at construction, never stored with the weights.
+        self.register_buffer(
+            "table", torch.from_numpy(band_noise(bands, low_hz, sample_rate)), persistent=False
+        )
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        device = device if device is not None else self.table.device
+        if self.training:  # a random start per stream: training never sees one fixed noise sample
+            pos = torch.randint(0, PERIOD, (batch, 1), device=device).float()
+        else:
+            pos = torch.zeros(batch, 1, device=device)
+        return {
+            "pos": pos,
+            "gains": torch.zeros(batch, self.bands, 1 if self.hop > 1 else self.smooth - 1, device=device),
+            "masked": torch.zeros(batch, self.bands, device=device),
+        }
+
+    def masked_bands(self, input_rate: int, sample_rate: int) -> np.ndarray:
+        """(bands,) float32 flags for an input band-limited to `input_rate` / 2: 1 for every band that
+        lies wholly below it, none when the input already runs at the model's `sample_rate`."""
+        if input_rate >= sample_rate:
+            return np.zeros(self.bands, np.float32)
+        return (self.edges[1:] <= input_rate / 2).astype(np.float32)
+
+    def step(self, gains: Tensor, state: State) -> tuple[Tensor, State]:
+        if gains.dim() != 3 or gains.shape[1] != self.bands:
+            raise ValueError(
+                f"NoiseBands: gains must be (batch, {self.bands}, samples), got {tuple(gains.shape)}"
+            )
+        full, context = with_context(gains, state["gains"])
+        if self.hop > 1:  # previous frame -> this frame over each hop: (batch, bands, frames * hop)
+            before, after = full[..., :-1, None], full[..., 1:, None]
+            smoothed = (before + (after - before) * self.ramp).flatten(2)
+        else:
+            smoothed = F.avg_pool1d(full, self.smooth, stride=1) if self.smooth > 1 else full
+        length = smoothed.shape[-1]
+        start = state["pos"].long()  # (batch, 1)
+        index = torch.remainder(start + torch.arange(length, device=gains.device), PERIOD)  # (batch, L)
+        noise = self.table[:, index].transpose(0, 1)  # (batch, bands, L)
+        y = (smoothed * noise * (1.0 - state["masked"])[..., None]).sum(dim=1)
+        pos = torch.remainder(start + length, PERIOD).to(state["pos"].dtype)
+        return y, {"pos": pos, "gains": context, "masked": state["masked"]}
+
+
+class CausalRMS(StreamingModule):
+    """(batch, 1, samples) -> (batch, 1, samples): RMS over the last `window` samples.
+
+    Gains relative to it make the excitation silent in silence and let it follow the signal's level
+    from the first step of training; the network only learns the spectral shape of the missing band.
+    """
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1 samples, got {window}")
+        self.window = window
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        return {"ctx": torch.zeros(batch, 1, self.window - 1, device=device)}
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        full, context = with_context(x.square(), state["ctx"])
+        power = F.avg_pool1d(full, self.window, stride=1) if self.window > 1 else full
+        return power.clamp(min=0.0).sqrt(), {"ctx": context}
+
+
+def band_masks(model: torch.nn.Module, input_rate: int) -> dict[str, np.ndarray]:
+    """State values that silence a generator's excitation bands below `input_rate` / 2, by state key
+    (the module's dotted name + ".masked"); empty for a generator without excitation."""
+    rate = int(model.sample_rate)
+    return {
+        f"{name}.masked": module.masked_bands(input_rate, rate)
+        for name, module in model.named_modules()
+        if isinstance(module, NoiseBands)
+    }
+
+
+MAX_GAIN = 10.0  # caps exp() of an untrained or diverging head; trained gains stay far below
+
+
+def gains_from_logits(logits: Tensor) -> Tensor:
+    """Band gains as exp(logit): a gain's gradient scales with the gain itself, so a head that starts
+    quiet can still grow by decades (softplus would leave it with a vanishing gradient)."""
+    return torch.exp(logits.clamp(max=math.log(MAX_GAIN)))
