@@ -29,7 +29,13 @@ class BandMerge:
     """Streaming merge of (channels, samples) blocks at `sample_rate`."""
 
     def __init__(
-        self, sample_rate: int, cutoff_hz: float, gain_db: float, channels: int, half_taps: int = HALF_TAPS
+        self,
+        sample_rate: int,
+        cutoff_hz: float,
+        gain_db: float,
+        channels: int,
+        model_latency: int,
+        half_taps: int = HALF_TAPS,
     ) -> None:
         if not 0 < cutoff_hz < sample_rate / 2:
             raise ValueError(f"cutoff_hz must lie in (0, {sample_rate / 2}), got {cutoff_hz}")
@@ -38,15 +44,19 @@ class BandMerge:
         highpass[half_taps] += 1.0
         self.taps = (10.0 ** (gain_db / 20.0) * highpass).astype(np.float32)
         self.delay = half_taps
-        self.channels = channels
+        self.channels, self.model_latency = channels, model_latency
         self.reset()
 
     def reset(self) -> None:
         self._context = np.zeros((self.channels, 2 * self.delay), np.float32)
+        self._dry_line = np.zeros((self.channels, self.model_latency), np.float32)
 
-    def process(self, dry_delayed: np.ndarray, dry: np.ndarray, wet: np.ndarray) -> np.ndarray:
-        """`dry`: the input lined up with `wet`; `dry_delayed`: the same `delay` samples later."""
-        full = np.concatenate([self._context, wet - dry], axis=1)
+    def process(self, block: np.ndarray, dry_delayed: np.ndarray, wet: np.ndarray) -> np.ndarray:
+        """`block`: the model's input; `wet`: its output, `model_latency` samples behind it;
+        `dry_delayed`: `block` delayed by `model_latency + delay` (the host's dry path)."""
+        dry = np.concatenate([self._dry_line, block], axis=1)  # the input, lined up with wet
+        self._dry_line = dry[:, block.shape[1] :]
+        full = np.concatenate([self._context, wet - dry[:, : block.shape[1]]], axis=1)
         self._context = full[:, full.shape[1] - 2 * self.delay :]
         new_band = np.stack([np.convolve(row, self.taps, mode="valid") for row in full])
         return (dry_delayed + new_band).astype(np.float32)

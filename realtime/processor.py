@@ -316,17 +316,17 @@ class Processor(_HostPath):
         dry_wet: 1.0 = model output only, 0.0 = dry only; mixes at the model rate, time-aligned.
 
     `latency` (output samples) = output-FIFO pre-fill (block buffering, at least model_block - 1)
-    + both resamplers' delays + the model's latency + the band merge's delay: an impulse at input sample 0 comes out at
-    output sample `latency` exactly, whatever the host block sizes.
+    + both resamplers' delays + the model's latency + the band merge's delay: an impulse at input
+    sample 0 comes out at output sample `latency` exactly, whatever the host block sizes.
 
     Guards: a host block holding NaN/Inf is replaced by silence before anything sees it
     (`stats.bad_blocks`); if a model step yields a non-finite output or state, the state goes back to
     `init_state` (`stats.state_resets`) and a non-finite output block is replaced by the dry block.
 
     Dry path and overload fallback: the dry signal is the resampled input delayed by the model's
-    latency (and the band merge's), so it lines up with the wet output sample for sample. `bypass = True` outputs it alone
-    (the model is skipped; its state restarts from `init_state` when bypass is switched off) with the
-    latency unchanged, so toggling never shifts time. For a live engine, `dry_path()` returns an
+    latency (and the band merge's), so it lines up with the wet output sample for sample.
+    `bypass = True` outputs it alone (the model is skipped; its state restarts from `init_state`
+    when bypass is switched off) with the latency unchanged, so toggling never shifts time. For a live engine, `dry_path()` returns an
     independent `DryPath` (no model, cheap): feed it every host block the processor is fed (e.g. in
     the audio callback); each call returns as many samples as `process()` does for that block and
     they are exactly the processor's bypass output, so when the model is late the engine plays the
@@ -360,7 +360,9 @@ class Processor(_HostPath):
         self._bypass = False
         # A band-limited input: the output keeps its band and takes only the new band from the model.
         self._merge = (
-            BandMerge(model_rate, input_rate / 2, _band_gain_db(model), int(channels))
+            BandMerge(
+                model_rate, input_rate / 2, _band_gain_db(model), int(channels), int(self.stepper.latency)
+            )
             if input_rate < model_rate
             else None
         )
@@ -432,7 +434,6 @@ class Processor(_HostPath):
         self._pending = np.zeros((self.channels, 0), np.float32)
         if self._merge is not None:
             self._merge.reset()
-            self._aligned_line = np.zeros((self.channels, int(self.stepper.latency)), np.float32)
 
     def _fresh_state(self) -> dict[str, Any]:
         state = self.stepper.init_state(self.channels)
@@ -451,8 +452,7 @@ class Processor(_HostPath):
             return dry
         wet = self._step(np.ascontiguousarray(block), dry)
         if self._merge is not None:
-            aligned, self._aligned_line = _delay(block, self._aligned_line)  # dry, lined up with wet
-            wet = self._merge.process(dry, aligned, wet)
+            wet = self._merge.process(block, dry, wet)
         if self._dry_wet == 1.0:
             return wet
         if self._dry_wet == 0.0:
