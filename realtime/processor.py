@@ -31,7 +31,7 @@ import numpy as np
 from models.blocking import default_block_size
 
 from .band_merge import BandMerge
-from .resample import SUPPORTED_RATES, Resampler, check_rate
+from .resample import PASSBAND, SUPPORTED_RATES, Resampler, check_rate
 
 BACKENDS = ("auto", "torch", "onnx", "triton")
 # Model block length when none is given: about this long, rounded to the model's block_multiple.
@@ -359,9 +359,15 @@ class Processor(_HostPath):
         self.dry_wet = dry_wet
         self._bypass = False
         # A band-limited input: the output keeps its band and takes only the new band from the model.
+        # The crossover sits at the resampler's passband edge, not at the Nyquist frequency: between
+        # the two the upsampled input is already rolling off, and only the model can fill that gap.
         self._merge = (
             BandMerge(
-                model_rate, input_rate / 2, _band_gain_db(model), int(channels), int(self.stepper.latency)
+                model_rate,
+                PASSBAND * input_rate / 2,
+                _band_gain_db(model),
+                int(channels),
+                int(self.stepper.latency),
             )
             if input_rate < model_rate
             else None

@@ -44,6 +44,8 @@ _DESIGN_MARGIN_DB = 5.0
 _MAX_TAPS = 1 << 21
 # Size of the reused (outputs x taps) product buffer; chunking never changes the result.
 _CHUNK_ELEMENTS = 1 << 16
+# Default passband edge, as a fraction of the lower Nyquist: above it an upsampled input rolls off.
+PASSBAND = 0.9
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Resampler:
         out_rate: int,
         *,
         input_delay: int = 0,
-        passband: float = 0.9,
+        passband: float = PASSBAND,
         attenuation_db: float = 80.0,
     ) -> None:
         for name, rate in (("in_rate", in_rate), ("out_rate", out_rate)):
