@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from models.evaluate import alignment_lag
 from models.registry import load_model
 from models.train import degrade as dg
 from models.train.__main__ import main
-from models.train.data import BatchStream, SegmentSampler, clips
+from models.train.data import BatchStream, SegmentSampler, UnreadableAudio, clips
 from models.train.discriminators import Discriminators
 from models.train.losses import (
     MultiResolutionSTFTLoss,
@@ -242,6 +243,43 @@ def test_examples_are_a_function_of_seed_and_index(data_dir):
         [sampler.clip_index(g) for g in range(sampler.epoch_size)], minlength=len(sampler.clips)
     )
     assert counts.tolist() == [c.frames // 2400 for c in sampler.clips]
+
+
+def test_a_file_damaged_during_a_run_is_skipped_once_and_deterministically(data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    cfg = dg.DegradeConfig(SR, (8000, 16000))
+    samplers = [SegmentSampler(clips(data, "train", SR), SR, 2400, cfg, seed=2) for _ in range(2)]
+    bad = samplers[0].clips[1].path
+    bad.write_bytes(b"RIFF, then nothing a decoder can use")
+    with pytest.warns(UserWarning, match="skipping unreadable training file") as caught:
+        first = [samplers[0].example(g) for g in range(samplers[0].epoch_size)]
+    assert len(caught) == 1  # reported once, not at every example
+    assert samplers[0].unreadable == {1}
+    with pytest.warns(UserWarning):
+        second = [samplers[1].example(g) for g in range(samplers[1].epoch_size)]
+    for (lr1, hr1, d1), (lr2, hr2, d2) in zip(first, second, strict=True):
+        assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and d1 == d2
+    for c in samplers[0].clips:
+        c.path.write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(UnreadableAudio, match="none of the"):
+        SegmentSampler(clips(data, "train", SR), SR, 2400, cfg, seed=2).example(0)
+
+
+def test_fit_skips_training_files_damaged_after_prepare(data_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    broken = clips(data, "train", SR)
+    broken[0].path.unlink()
+    sf.write(broken[1].path, np.full(100, np.nan), SR, subtype="FLOAT")  # readable, wrong length, NaN
+    trainer = Trainer(tiny_config(), data, tmp_path / "run", options(2))
+    assert "skipping 2 unreadable training file(s)" in capsys.readouterr().err
+    assert [c.path for c in trainer.sampler.clips] == [c.path for c in broken[2:]]
+    assert trainer.fit() == 2
+    for c in broken[2:]:
+        c.path.unlink()
+    with pytest.raises(ValueError, match="no training file can be read"):
+        Trainer(tiny_config(), data, tmp_path / "run2", options(1))
 
 
 def test_loader_workers_deliver_steps_in_order(data_dir):

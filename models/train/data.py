@@ -11,6 +11,7 @@ ranks never changes what a step trains on.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +65,43 @@ def clips(data_dir: Path, split: str, sample_rate: int) -> list[Clip]:
 
 
 def read_window(path: Path, start: int, length: int) -> np.ndarray:
-    """Samples [start, start + length) of a mono file as float64, zeros outside the file."""
+    """Samples [start, start + length) of a mono file as float64, zeros outside the file.
+
+    Raises UnreadableAudio when the file is missing, corrupt or holds non-finite samples."""
     out = np.zeros(length)
-    with sf.SoundFile(str(path)) as f:
-        lo, hi = max(0, start), min(f.frames, start + length)
-        if hi > lo:
-            f.seek(lo)
-            data = f.read(hi - lo, dtype="float64", always_2d=True).mean(axis=1)
-            out[lo - start : lo - start + data.size] = data
+    try:
+        with sf.SoundFile(str(path)) as f:
+            lo, hi = max(0, start), min(f.frames, start + length)
+            if hi > lo:
+                f.seek(lo)
+                data = f.read(hi - lo, dtype="float64", always_2d=True).mean(axis=1)
+                out[lo - start : lo - start + data.size] = data
+    except (OSError, RuntimeError) as err:  # libsndfile's errors are RuntimeErrors
+        raise UnreadableAudio(f"{path}: {err}") from err
+    if not np.isfinite(out).all():
+        raise UnreadableAudio(f"{path}: non-finite samples")
     return out
+
+
+class UnreadableAudio(ValueError):
+    """A training file that cannot be read (missing, corrupt, or NaN/Inf samples)."""
+
+
+def readable_clips(found: list[Clip]) -> tuple[list[Clip], list[str]]:
+    """The clips whose files still open with the frame count the manifest recorded, and a reason
+    for each one left out (a file removed or damaged after `prepare`)."""
+    keep, dropped = [], []
+    for clip in found:
+        try:
+            frames = sf.info(str(clip.path)).frames
+        except (OSError, RuntimeError) as err:
+            dropped.append(f"{clip.path}: {err}")
+            continue
+        if frames != clip.frames:
+            dropped.append(f"{clip.path}: {frames} frames, the manifest says {clip.frames}")
+        else:
+            keep.append(clip)
+    return keep, dropped
 
 
 class SegmentSampler:
@@ -100,6 +129,7 @@ class SegmentSampler:
         slots = np.array([max(1, c.frames // segment) for c in clips])
         self._slot_clip = np.repeat(np.arange(len(clips)), slots)
         self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self.unreadable: set[int] = set()  # indices of clips that failed to read
 
     @property
     def epoch_size(self) -> int:
@@ -116,8 +146,26 @@ class SegmentSampler:
         return int(self._slot_clip[self._order(epoch)[pos]])
 
     def example(self, g: int) -> tuple[np.ndarray, np.ndarray, Degradation]:
-        """(lowres, target, degradation) of global example `g`."""
-        clip = self.clips[self.clip_index(g)]
+        """(lowres, target, degradation) of global example `g`.
+
+        A file that fails to read is skipped (with a warning, once) for the next clip in the list, so
+        a file damaged during a run costs its examples, never the run; which clip stands in depends
+        only on which files are bad, so a resumed run still sees the same batches."""
+        first = self.clip_index(g)
+        for offset in range(len(self.clips)):
+            index = (first + offset) % len(self.clips)
+            if index in self.unreadable:
+                continue
+            try:
+                return self._example(self.clips[index], g)
+            except UnreadableAudio as err:
+                self.unreadable.add(index)
+                warnings.warn(
+                    f"skipping unreadable training file ({len(self.unreadable)} so far): {err}", stacklevel=2
+                )
+        raise UnreadableAudio(f"none of the {len(self.clips)} training files can be read")
+
+    def _example(self, clip: Clip, g: int) -> tuple[np.ndarray, np.ndarray, Degradation]:
         rng = np.random.default_rng([self.seed, 1, g])
         if clip.frames >= self.segment:
             start = int(rng.integers(0, clip.frames - self.segment + 1))

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..atomic import atomic_write
 from ..config import JsonConfig
 from ..streaming import StreamingModule
-from .data import MANIFEST, BatchStream, SegmentSampler, clips, validation_segments
+from .data import MANIFEST, BatchStream, SegmentSampler, clips, readable_clips, validation_segments
 from .degrade import DegradeConfig, to_model_rate
 from .discriminators import Discriminators, split_batch
 from .losses import (
@@ -343,9 +343,16 @@ class Trainer:
         degrade = DegradeConfig(
             self.sample_rate, cfg.input_rates, cfg.same_rate_prob, cfg.same_rate_cutoff, mp3_prob=cfg.mp3_prob
         )
-        self.sampler = SegmentSampler(
-            clips(self.data, "train", self.sample_rate), self.sample_rate, self.segment, degrade, cfg.seed
-        )
+        train_clips, dropped = readable_clips(clips(self.data, "train", self.sample_rate))
+        if dropped:
+            print(
+                f"skipping {len(dropped)} unreadable training file(s) of {len(train_clips) + len(dropped)}, "
+                f"e.g. {dropped[0]}",
+                file=sys.stderr,
+            )
+        if not train_clips:
+            raise ValueError(f"{self.data}: no training file can be read; run `prepare` again")
+        self.sampler = SegmentSampler(train_clips, self.sample_rate, self.segment, degrade, cfg.seed)
         self.manifest_digest = _file_digest(self.data / MANIFEST)
         self.step = 0
         self._elapsed_base = 0.0  # training seconds of earlier runs (from the checkpoint)
