@@ -92,10 +92,9 @@ class NoiseBands(StreamingModule):
     `hop` of the held gains, at O(1) per sample).
     State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32),
     "gains", the last `smooth - 1` gains (or the last frame's), and "masked", one flag per band
-    (1: silenced). A host that
-    knows the input's rate sets "masked" for the bands the input already covers (`masked_bands`):
-    the excitation then never adds noise to the band it was given. Zero (the default) masks nothing,
-    so a same-rate effect with an unknown cutoff keeps every band.
+    (1: silenced). A host that knows the input's rate sets "masked" for the bands the input already
+    covers (`masked_bands`): the excitation then never adds noise to the band it was given. Zero (the
+    default) masks nothing, so a same-rate effect with an unknown cutoff keeps every band.
     """
 
     def __init__(self, bands: int, low_hz: float, sample_rate: int, smooth: int = 1, hop: int = 1) -> None:

@@ -8,9 +8,10 @@ where `dry` is the resampled input lined up with the model's output `wet`, and t
 linear-phase FIR (Kaiser window) cut just below the input's Nyquist frequency (the host puts it at
 its resampler's passband edge), `delay` samples long in group delay. At gain 1 this is the
 complementary crossover lowpass(dry) + highpass(wet). Below the cut the output is the input itself
-(the model's part is 80 dB down there): a generator cannot damage the band it was given. Above it, `gain` sets the level of the invented band: its phase cannot match the
-original, so its error energy grows with its level (SNR), while too little of it sounds dull. The
-gain is a property of a trained model (`band_gain_db` in its config), calibrated on training data.
+(the model's part is 80 dB down there): a generator cannot damage the band it was given. Above it,
+`gain` sets the level of the invented band: its phase cannot match the original, so its error
+energy grows with its level (SNR), while too little of it sounds dull. The gain is a property of a
+trained model (`band_gain_db` in its config), calibrated on training data.
 
 The idea is known as low-frequency replacement (AudioSR's post-processing); here it is causal and
 streaming, at a fixed cost of `delay` samples of latency.

@@ -326,12 +326,12 @@ class Processor(_HostPath):
     Dry path and overload fallback: the dry signal is the resampled input delayed by the model's
     latency (and the band merge's), so it lines up with the wet output sample for sample.
     `bypass = True` outputs it alone (the model is skipped; its state restarts from `init_state`
-    when bypass is switched off) with the latency unchanged, so toggling never shifts time. For a live engine, `dry_path()` returns an
-    independent `DryPath` (no model, cheap): feed it every host block the processor is fed (e.g. in
-    the audio callback); each call returns as many samples as `process()` does for that block and
-    they are exactly the processor's bypass output, so when the model is late the engine plays the
-    `DryPath` samples for that stretch and stays in sync. Changes to `bypass` and `dry_wet` take
-    effect from the next model block.
+    when bypass is switched off) with the latency unchanged, so toggling never shifts time. For a
+    live engine, `dry_path()` returns an independent `DryPath` (no model, cheap): feed it every host
+    block the processor is fed (e.g. in the audio callback); each call returns as many samples as
+    `process()` does for that block and they are exactly the processor's bypass output, so when the
+    model is late the engine plays the `DryPath` samples for that stretch and stays in sync. Changes
+    to `bypass` and `dry_wet` take effect from the next model block.
     """
 
     def __init__(

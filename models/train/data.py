@@ -64,6 +64,10 @@ def clips(data_dir: Path, split: str, sample_rate: int) -> list[Clip]:
     ]
 
 
+class UnreadableAudio(ValueError):
+    """A training file that cannot be read (missing, corrupt, or NaN/Inf samples)."""
+
+
 def read_window(path: Path, start: int, length: int) -> np.ndarray:
     """Samples [start, start + length) of a mono file as float64, zeros outside the file.
 
@@ -81,10 +85,6 @@ def read_window(path: Path, start: int, length: int) -> np.ndarray:
     if not np.isfinite(out).all():
         raise UnreadableAudio(f"{path}: non-finite samples")
     return out
-
-
-class UnreadableAudio(ValueError):
-    """A training file that cannot be read (missing, corrupt, or NaN/Inf samples)."""
 
 
 def readable_clips(found: list[Clip]) -> tuple[list[Clip], list[str]]:
@@ -196,7 +196,8 @@ class SegmentSampler:
 
 
 class BatchStream(IterableDataset):
-    """Yields (step, lowres, target, cutoffs) for steps start, start + 1, ...; loader workers interleave steps.
+    """Yields (step, lowres, target, cutoffs) for steps start, start + 1, ...; loader workers
+    interleave steps.
 
     With a DataLoader(batch_size=None, num_workers=W), worker w makes steps start + w, start + w + W,
     ... and the loader's round-robin hands them out in step order.
