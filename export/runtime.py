@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,7 @@ def parse_metadata(meta: dict[str, str], source: str) -> dict[str, Any]:
             out[k] = int(meta[k])
         out["block_size"] = None if meta["block_size"] in ("", "none") else int(meta["block_size"])
         out["states"] = tuple(StateSpec.from_dict(d) for d in json.loads(meta["states"]))
+        out["config"] = json.loads(meta.get("config") or "null")
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{source}: unreadable livesr metadata ({err})") from None
     return out
@@ -148,6 +150,9 @@ class OnnxStreamer:
         self.block_size: int | None = meta["block_size"]
         self.latency: int = meta["latency"]
         self.state_specs: tuple[StateSpec, ...] = meta["states"]
+        # The generator's config as exported (attribute access, like a torch model's), so a host
+        # reads what it needs from a graph alone, e.g. the band merge's calibrated level.
+        self.config = SimpleNamespace(**meta["config"]) if isinstance(meta["config"], dict) else None
         self._keys = [s.name for s in self.state_specs]
         self._key_set = frozenset(self._keys)
         self._out_names = [AUDIO_OUT, *map(next_name, self._keys)]

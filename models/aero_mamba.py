@@ -81,6 +81,7 @@ class AEROMambaConfig(JsonConfig):
     noise_bands: int = 0  # > 0: a noise excitation (models/excitation.py) with this many bands
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
     band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
+    band_level_follow: float = 0.0  # share (0-1) of that level taken from the input's top band (same module)
 
     def __post_init__(self) -> None:
         self.strides = tuple(int(s) for s in self.strides)

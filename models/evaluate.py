@@ -492,7 +492,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="manifest split to score (default: test)")
     p.add_argument("--rates", type=int, nargs="+", help="input rates (default: the model family's list)")
     p.add_argument("--sample-rate", type=int, help="target rate without a model (default 48000)")
-    p.add_argument("--max-files", type=int, help="score only the first N files")
+    p.add_argument("--max-files", type=int, help="score only the first N files (after --every)")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score every Nth file of the split in name order (quick calibration sweeps over a large set)",
+    )
     p.add_argument("--max-seconds", type=float, help="cut every file to this length")
     p.add_argument("--backend", default="torch", help="processor backend: torch, onnx, triton, auto")
     p.add_argument(
@@ -506,6 +513,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="score the model with this level of the new band (dB) instead of its config's (calibration)",
     )
+    p.add_argument(
+        "--band-level-follow",
+        type=float,
+        help="score the model with this share (0-1) of the new band's level taken from the input's top band "
+        "instead of its config's (calibration; see realtime/band_merge.py)",
+    )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL even when installed")
     p.add_argument("--json", type=Path, help="write the per-rate table and per-clip values here")
     p.add_argument("--plots", type=Path, help="write spectrogram PNGs (first scored file, every rate) here")
@@ -515,22 +528,32 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.every < 1:
+            raise ValueError(f"--every must be >= 1, got {args.every}")
         run_model, sample_rate, family = None, args.sample_rate or 48000, None
         if args.model:
             from .registry import family_of, load_model
 
             model = load_model(args.model, pretrained=not args.untrained)
-            if args.band_gain_db is not None:
+            band = {
+                name: value
+                for name, value in (
+                    ("band_gain_db", args.band_gain_db),
+                    ("band_level_follow", args.band_level_follow),
+                )
+                if value is not None
+            }
+            if band:
                 from .registry import with_config
 
-                model = with_config(model, band_gain_db=args.band_gain_db)
+                model = with_config(model, **band)
             sample_rate = int(model.sample_rate)
             family = family_of(model)
             run_model = model_runner(model, args.backend, args.block_seconds or None)
         rates = args.rates or DEFAULT_RATES.get(family or "", ())
         if not rates:
             raise ValueError("--rates is required when no model family gives a default list")
-        files = list_files(args.data, args.split)[: args.max_files]
+        files = list_files(args.data, args.split)[:: args.every][: args.max_files]
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             report = evaluate(

@@ -74,6 +74,7 @@ class WaveUMambaConfig(JsonConfig):
     noise_smooth: int = 32  # samples of gain smoothing
     noise_level_window: int = 240  # the gains are relative to the input's RMS over this many samples
     band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
+    band_level_follow: float = 0.0  # share (0-1) of that level taken from the input's top band (same module)
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
 

@@ -127,9 +127,11 @@ def _excitation_masks(model: Any, input_rate: int) -> dict[str, np.ndarray]:
     return band_masks(model, input_rate)
 
 
-def _band_gain_db(model: Any) -> float:
-    """The trained level of the model's new band for the band merge (0 dB when it has none)."""
-    return float(getattr(getattr(model, "config", None), "band_gain_db", 0.0))
+def _band_level(model: Any) -> tuple[float, float]:
+    """The calibrated level of the model's new band for the band merge: (gain dB, level follow);
+    (0 dB, 0) for a model whose config names neither."""
+    config = getattr(model, "config", None)
+    return float(getattr(config, "band_gain_db", 0.0)), float(getattr(config, "band_level_follow", 0.0))
 
 
 def make_stepper(model: Any, backend: str = "auto") -> tuple[Stepper, str]:
@@ -358,6 +360,7 @@ class Processor(_HostPath):
         self.model_block = self._choose_block(block_size)
         self.dry_wet = dry_wet
         self._bypass = False
+        band_gain_db, band_level_follow = _band_level(model)
         # A band-limited input: the output keeps its band and takes only the new band from the model.
         # The crossover sits at the resampler's passband edge, not at the Nyquist frequency: between
         # the two the upsampled input is already rolling off, and only the model can fill that gap.
@@ -365,9 +368,10 @@ class Processor(_HostPath):
             BandMerge(
                 model_rate,
                 PASSBAND * input_rate / 2,
-                _band_gain_db(model),
+                band_gain_db,
                 int(channels),
                 int(self.stepper.latency),
+                level_follow=band_level_follow,
             )
             if input_rate < model_rate
             else None

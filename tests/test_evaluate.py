@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,15 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     assert len(report["clips"]) == 4
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["16000_clip0.png", "8000_clip0.png"]
     assert ev.main(["--data", str(tmp_path / "nowhere"), "--rates", "16000"]) == 2
+
+
+def test_cli_every_scores_every_nth_file_in_name_order(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        sf.write(data / f"clip{i}.wav", noise(0.3, seed=20 + i), 44100)
+    out = tmp_path / "report.json"
+    assert ev.main(["--data", str(data), "--rates", "16000", "--every", "2", "--json", str(out)]) == 0
+    names = [clip["file"] for clip in json.loads(out.read_text())["clips"]]
+    assert [Path(n).stem for n in names] == ["clip0", "clip2", "clip4"]
+    assert ev.main(["--data", str(data), "--rates", "16000", "--every", "0"]) == 2

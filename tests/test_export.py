@@ -324,7 +324,9 @@ def test_default_block_is_about_10_ms(tiny):
 def preset(request, tmp_path_factory):
     registry = pytest.importorskip("models.registry")
     torch.manual_seed(0)
-    model = registry.load_model(request.param, pretrained=False)
+    model = registry.with_config(
+        registry.load_model(request.param, pretrained=False), band_gain_db=-7.0, band_level_follow=0.25
+    )
     path = export_onnx(model, tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx")
     return model, OnnxStreamer(path, providers=["CPUExecutionProvider"])
 
@@ -338,6 +340,14 @@ def test_preset_onnx_equals_torch_over_5_seconds(preset):
     y_onnx, _ = run_onnx(runner, signal)
     y_torch, _ = run_torch(model, signal, runner.block_size)
     assert np.abs(y_onnx - y_torch).max() <= 1e-4
+
+
+def test_preset_graph_carries_the_band_level_for_the_host(preset):
+    from realtime.processor import _band_level
+
+    model, runner = preset
+    assert runner.config.band_gain_db == model.config.band_gain_db == -7.0
+    assert _band_level(runner) == _band_level(model) == (-7.0, 0.25)
 
 
 def test_preset_streaming_in_onnxruntime_equals_offline_and_batches(preset):

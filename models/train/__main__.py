@@ -116,7 +116,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--band-gain-db",
         type=float,
-        help="level of the new band (dB) stored in the exported config (pick it with models.evaluate --split train)",
+        help="level of the new band (dB) stored in the exported config (sweep it with models.evaluate --band-gain-db)",
+    )
+    p.add_argument(
+        "--band-level-follow",
+        type=float,
+        help="share (0-1) of the new band's level taken from the input's top band, stored in the exported config",
     )
 
 
@@ -213,7 +218,7 @@ def _export(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(json.loads((args.run / CONFIG).read_text()))
     trainer = Trainer(cfg, args.data, args.run, RunOptions(command="export"))
     trainer.load_checkpoint()
-    print(trainer.export(args.out, args.band_gain_db))
+    print(trainer.export(args.out, args.band_gain_db, args.band_level_follow))
     return 0
 
 

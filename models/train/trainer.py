@@ -483,14 +483,21 @@ class Trainer:
         self.step, self._elapsed_base = int(ckpt["step"]), float(ckpt["elapsed"])
         self.commands = list(ckpt["commands"])
 
-    def export(self, path: Path | None = None, band_gain_db: float | None = None) -> Path:
+    def export(
+        self,
+        path: Path | None = None,
+        band_gain_db: float | None = None,
+        band_level_follow: float | None = None,
+    ) -> Path:
         """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry,
         optionally with the level of its new band set (see realtime/band_merge.py)."""
         from ..registry import save_model, with_config
 
         model = self.ema.module if self.ema is not None else self.generator
-        if band_gain_db is not None:
-            model = with_config(model, band_gain_db=band_gain_db)
+        band = {"band_gain_db": band_gain_db, "band_level_follow": band_level_follow}
+        band = {name: value for name, value in band.items() if value is not None}
+        if band:
+            model = with_config(model, **band)
         commands = self.commands or [self.opt.command]
         info = {
             "command": commands[0],
