@@ -92,9 +92,10 @@ class NoiseBands(StreamingModule):
     `hop` of the held gains, at O(1) per sample).
     State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32),
     "gains", the last `smooth - 1` gains (or the last frame's), and "masked", one flag per band
-    (1: silenced). A host that knows the input's rate sets "masked" for the bands the input already
-    covers (`masked_bands`): the excitation then never adds noise to the band it was given. Zero (the
-    default) masks nothing, so a same-rate effect with an unknown cutoff keeps every band.
+    (1: silenced). A host that knows the input's rate sets "masked" for the bands below the edge up
+    to which it takes the input's own band (`masked_bands`): the excitation then spends nothing
+    there. Zero (the default) masks nothing, so a same-rate effect with an unknown cutoff keeps
+    every band.
     """
 
     def __init__(self, bands: int, low_hz: float, sample_rate: int, smooth: int = 1, hop: int = 1) -> None:
@@ -121,12 +122,10 @@ class NoiseBands(StreamingModule):
             "masked": torch.zeros(batch, self.bands, device=device),
         }
 
-    def masked_bands(self, input_rate: int, sample_rate: int) -> np.ndarray:
-        """(bands,) float32 flags for an input band-limited to `input_rate` / 2: 1 for every band that
-        lies wholly below it, none when the input already runs at the model's `sample_rate`."""
-        if input_rate >= sample_rate:
-            return np.zeros(self.bands, np.float32)
-        return (self.edges[1:] <= input_rate / 2).astype(np.float32)
+    def masked_bands(self, given_hz: float) -> np.ndarray:
+        """(bands,) float32 flags: 1 for every band that lies wholly below `given_hz`, the frequency
+        up to which a host takes the input's own band (0: none)."""
+        return (self.edges[1:] <= given_hz).astype(np.float32)
 
     def step(self, gains: Tensor, state: State) -> tuple[Tensor, State]:
         if gains.dim() != 3 or gains.shape[1] != self.bands:
@@ -170,12 +169,11 @@ class CausalRMS(StreamingModule):
         return power.clamp(min=0.0).sqrt(), {"ctx": context}
 
 
-def band_masks(model: torch.nn.Module, input_rate: int) -> dict[str, np.ndarray]:
-    """State values that silence a generator's excitation bands below `input_rate` / 2, by state key
+def band_masks(model: torch.nn.Module, given_hz: float) -> dict[str, np.ndarray]:
+    """State values that silence a generator's excitation bands wholly below `given_hz`, by state key
     (the module's dotted name + ".masked"); empty for a generator without excitation."""
-    rate = int(model.sample_rate)
     return {
-        f"{name}.masked": module.masked_bands(input_rate, rate)
+        f"{name}.masked": module.masked_bands(given_hz)
         for name, module in model.named_modules()
         if isinstance(module, NoiseBands)
     }

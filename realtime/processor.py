@@ -118,13 +118,19 @@ def _is_torch_module(model: Any) -> bool:
 
 
 def _excitation_masks(model: Any, input_rate: int) -> dict[str, np.ndarray]:
-    """State values that keep a torch generator's noise excitation above the input's band (none for
-    a ready-made stepper, which carries no band layout)."""
+    """State values that keep a torch generator's noise excitation out of the band the band merge
+    takes from the input (none for a ready-made stepper, which carries no band layout).
+
+    The edge is the merge's crossover, not the input's Nyquist frequency: between the two the
+    upsampled input is already rolling off, and an excitation band silenced there left a dark line
+    in the output just below the Nyquist frequency.
+    """
     if not _is_torch_module(model):
         return {}
     from models.excitation import band_masks
 
-    return band_masks(model, input_rate)
+    given_hz = PASSBAND * input_rate / 2 if input_rate < int(model.sample_rate) else 0.0
+    return band_masks(model, given_hz)
 
 
 def _band_level(model: Any) -> tuple[float, float]:
