@@ -532,21 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--every must be >= 1, got {args.every}")
         run_model, sample_rate, family = None, args.sample_rate or 48000, None
         if args.model:
-            from .registry import family_of, load_model
+            from .registry import family_of, load_model, with_band_level
 
-            model = load_model(args.model, pretrained=not args.untrained)
-            band = {
-                name: value
-                for name, value in (
-                    ("band_gain_db", args.band_gain_db),
-                    ("band_level_follow", args.band_level_follow),
-                )
-                if value is not None
-            }
-            if band:
-                from .registry import with_config
-
-                model = with_config(model, **band)
+            model = with_band_level(
+                load_model(args.model, pretrained=not args.untrained),
+                args.band_gain_db,
+                args.band_level_follow,
+            )
             sample_rate = int(model.sample_rate)
             family = family_of(model)
             run_model = model_runner(model, args.backend, args.block_seconds or None)

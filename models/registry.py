@@ -88,6 +88,16 @@ def with_config(model: StreamingModule, **changes: object) -> StreamingModule:
     return clone.train(model.training)
 
 
+def with_band_level(
+    model: StreamingModule, gain_db: float | None = None, follow: float | None = None
+) -> StreamingModule:
+    """`model` with the band merge's level fields (`band_gain_db`, `band_level_follow`) set where
+    given; the model itself when neither is."""
+    changes = {"band_gain_db": gain_db, "band_level_follow": follow}
+    changes = {name: value for name, value in changes.items() if value is not None}
+    return with_config(model, **changes) if changes else model
+
+
 def build_model(name: str) -> StreamingModule:
     """A randomly initialised preset."""
     if name not in PRESETS:

@@ -117,20 +117,20 @@ def _is_torch_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _excitation_masks(model: Any, input_rate: int) -> dict[str, np.ndarray]:
+def _excitation_masks(model: Any, crossover_hz: float | None) -> dict[str, np.ndarray]:
     """State values that keep a torch generator's noise excitation out of the band the band merge
-    takes from the input (none for a ready-made stepper, which carries no band layout).
+    takes from the input, below `crossover_hz` (none without a merge, or for a ready-made stepper,
+    which carries no band layout).
 
     The edge is the merge's crossover, not the input's Nyquist frequency: between the two the
     upsampled input is already rolling off, and an excitation band silenced there left a dark line
     in the output just below the Nyquist frequency.
     """
-    if not _is_torch_module(model):
+    if crossover_hz is None or not _is_torch_module(model):
         return {}
     from models.excitation import band_masks
 
-    given_hz = PASSBAND * input_rate / 2 if input_rate < int(model.sample_rate) else 0.0
-    return band_masks(model, given_hz)
+    return band_masks(model, crossover_hz)
 
 
 def _band_level(model: Any) -> tuple[float, float]:
@@ -356,8 +356,6 @@ class Processor(_HostPath):
         if not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         self.stepper, self.backend = make_stepper(model, backend)
-        # The host knows the input's rate: the model's noise excitation stays out of the given band.
-        self._state_values = _excitation_masks(model, input_rate)
         for attr in ("sample_rate", "block_multiple", "latency"):
             if not isinstance(getattr(self.stepper, attr, None), (int, np.integer)):
                 raise ValueError(f"model must declare an integer `{attr}`")
@@ -370,18 +368,21 @@ class Processor(_HostPath):
         # A band-limited input: the output keeps its band and takes only the new band from the model.
         # The crossover sits at the resampler's passband edge, not at the Nyquist frequency: between
         # the two the upsampled input is already rolling off, and only the model can fill that gap.
+        crossover_hz = PASSBAND * input_rate / 2 if input_rate < model_rate else None
         self._merge = (
             BandMerge(
                 model_rate,
-                PASSBAND * input_rate / 2,
+                crossover_hz,
                 band_gain_db,
                 int(channels),
                 int(self.stepper.latency),
                 level_follow=band_level_follow,
             )
-            if input_rate < model_rate
+            if crossover_hz is not None
             else None
         )
+        # The model's noise excitation stays silent where the output is the input's own band.
+        self._state_values = _excitation_masks(model, crossover_hz)
         merge_delay = self._merge.delay if self._merge is not None else 0
         prefill = _prefill(input_rate, model_rate, output_rate, self.model_block)
         super().__init__(

@@ -491,13 +491,10 @@ class Trainer:
     ) -> Path:
         """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry,
         optionally with the level of its new band set (see realtime/band_merge.py)."""
-        from ..registry import save_model, with_config
+        from ..registry import save_model, with_band_level
 
         model = self.ema.module if self.ema is not None else self.generator
-        band = {"band_gain_db": band_gain_db, "band_level_follow": band_level_follow}
-        band = {name: value for name, value in band.items() if value is not None}
-        if band:
-            model = with_config(model, **band)
+        model = with_band_level(model, band_gain_db, band_level_follow)
         commands = self.commands or [self.opt.command]
         info = {
             "command": commands[0],
