@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from models import blocking
 from models.atomic import atomic_write
 from models.mamba import Mamba
-from models.streaming import StreamingModule
+from models.streaming import FlatStep, StreamingModule
 
 from .cache import cache_path, livesr_version, weights_hash
 from .runtime import AUDIO_IN, AUDIO_OUT, FORMAT, META_FORMAT, OnnxStreamer, StateSpec, next_name
@@ -89,22 +89,6 @@ def _inference_mode_for_export(model: nn.Module, backend: str) -> Iterator[None]
         model.train(training)
 
 
-class _StepGraph(nn.Module):
-    """`model.step` with the state dict flattened into positional tensors, in a fixed key order."""
-
-    def __init__(self, model: StreamingModule, keys: list[str]) -> None:
-        super().__init__()
-        self.model, self.keys = model, keys
-
-    def forward(self, audio: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
-        y, new = self.model.step(audio, dict(zip(self.keys, states)))
-        if set(new) != set(self.keys):
-            raise ValueError(
-                f"step returned state keys {sorted(set(new) ^ set(self.keys))[:5]} it was not given"
-            )
-        return (y, *(new[k] for k in self.keys))
-
-
 def _check_block(model: StreamingModule, block_size: int | None) -> int:
     block = default_block_size(model) if block_size is None else block_size
     if not isinstance(block, int) or block <= 0 or block % model.block_multiple:
@@ -154,7 +138,7 @@ def _trace(model: StreamingModule, block: int, specs: list[StateSpec]) -> onnx.M
     states = tuple(torch.zeros(s.shape_for(example_batch)) for s in specs)
     batch = torch.export.Dim("batch")
     dynamic = {
-        "audio": {0: batch},
+        "x": {0: batch},  # FlatStep.forward(x, *states)
         "states": tuple(
             {s.batch_axis: batch if s.shape[s.batch_axis] == 1 else s.shape[s.batch_axis] * batch}
             for s in specs
@@ -166,7 +150,7 @@ def _trace(model: StreamingModule, block: int, specs: list[StateSpec]) -> onnx.M
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         program = torch.onnx.export(
-            _StepGraph(model, keys).eval(),
+            FlatStep(model, keys).eval(),
             (audio, *states),
             dynamo=True,
             external_data=False,

@@ -324,6 +324,8 @@ class AEROMamba(_Composite):
     An input sample can change outputs from the start of its own hop onwards, never earlier.
     """
 
+    traceable = True  # step branches on shapes only (checked in tests/test_traced.py)
+
     def __init__(self, config: AEROMambaConfig | None = None) -> None:
         super().__init__()
         cfg = config if config is not None else AEROMambaConfig()

@@ -7,6 +7,8 @@
 `block_multiple`: the lengths `step` accepts are multiples of it (in the module's input samples).
 `latency`: algorithmic delay in samples at the module's output rate: an impulse at input sample t
 comes out at output sample t + latency (for same-rate modules).
+`traceable`: True when the Python code of `step` branches only on the shapes of the block and the
+state, never on their values, so a graph traced once per shape is exact (`models.traced`).
 
 Composite modules keep their children's states under dotted prefixes ("down.0.conv.ctx"), so the
 state of a whole generator is one flat dict that maps one-to-one onto ONNX graph inputs/outputs.
@@ -25,6 +27,7 @@ class StreamingModule(nn.Module):
 
     block_multiple: int = 1
     latency: int = 0
+    traceable: bool = False
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         raise NotImplementedError
@@ -75,6 +78,25 @@ def with_context(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         return x, context
     full = torch.cat([context, x], dim=-1)
     return full, full[..., full.shape[-1] - keep :]
+
+
+class FlatStep(nn.Module):
+    """`model.step` with the state dict flattened into positional tensors in the order of `keys`.
+
+    The form graph tracers take (ONNX export, TorchScript): forward(x, *states) -> (y, *new_states).
+    """
+
+    def __init__(self, model: StreamingModule, keys: list[str]) -> None:
+        super().__init__()
+        self.model, self.keys = model, list(keys)
+
+    def forward(self, x: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        y, new = self.model.step(x, dict(zip(self.keys, states)))
+        if set(new) != set(self.keys):
+            raise ValueError(
+                f"step returned state keys {sorted(set(new) ^ set(self.keys))[:5]} it was not given"
+            )
+        return (y, *(new[k] for k in self.keys))
 
 
 def state_size(state: State) -> int:

@@ -210,6 +210,8 @@ def _resblock(channels: int, config: WaveUMambaConfig) -> Sequential:
 class WaveUMamba(StreamingModule):
     """(batch, samples) at 48 kHz -> (batch, samples) at 48 kHz; blocks of multiples of 2**levels."""
 
+    traceable = True  # step branches on shapes only (checked in tests/test_traced.py)
+
     def __init__(self, config: WaveUMambaConfig | None = None) -> None:
         super().__init__()
         self.config = config = config if config is not None else paper_config()
