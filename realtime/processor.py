@@ -82,15 +82,15 @@ class TorchStepper:
         self._torch = torch
         self.device = torch.device(device)
         self.model = _inference_copy(model).eval().to(self.device)
-        # The Triton scan is a kernel launch a tracer cannot record: CUDA runs eagerly, as does a
-        # model whose step may branch on values (a graph would freeze one branch).
-        if traced and getattr(self.model, "traceable", False) and self.device.type == "cpu":
-            self._step = TracedStep(self.model, int(_TRACED_MAX_SECONDS * self.model.sample_rate))
-        else:
-            self._step = self.model.step
         self.sample_rate = int(model.sample_rate)
         self.block_multiple = int(model.block_multiple)
         self.latency = int(model.latency)
+        # The Triton scan is a kernel launch a tracer cannot record: CUDA runs eagerly, as does a
+        # model whose step may branch on values (a graph would freeze one branch).
+        if traced and getattr(self.model, "traceable", False) and self.device.type == "cpu":
+            self._step = TracedStep(self.model, int(_TRACED_MAX_SECONDS * self.sample_rate))
+        else:
+            self._step = self.model.step
 
     def init_state(self, batch: int) -> dict[str, Any]:
         with self._torch.inference_mode():
