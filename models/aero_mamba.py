@@ -22,15 +22,15 @@ band); the last decoder layer starts at zero, so an untrained model is the ident
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .band_level import BandLevel, correction_gain
 from .config import JsonConfig
-from .excitation import NoiseBands, band_edges, gains_from_logits
+from .excitation import NoiseBands, band_edges
 from .mamba import Mamba
 from .spectral import (
     CausalTimeConv,
@@ -45,9 +45,6 @@ from .spectral import (
 from .streaming import State, StreamingModule, init_children, prefixed, substate
 
 __all__ = ["AEROMamba", "AEROMambaConfig", "music_config", "paper_config", "parameter_count"]
-
-
-NOISE_START_GAIN = 1e-3  # noise gain of an untrained model, relative to the frame's spectral std
 
 
 @dataclass
@@ -80,8 +77,8 @@ class AEROMambaConfig(JsonConfig):
     residual: bool = True  # predict a correction of the input spectrum (False: the full spectrum)
     noise_bands: int = 0  # > 0: a noise excitation (models/excitation.py) with this many bands
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
-    band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
-    band_level_follow: float = 0.0  # share (0-1) of that level taken from the input's top band (same module)
+    level_window: int = 512  # samples of input each level frame (one per hop) measures (models/band_level.py)
+    level_slope: float = 2.0  # the rule's power slope above the input's top band: (f_top / f) ** slope
 
     def __post_init__(self) -> None:
         self.strides = tuple(int(s) for s in self.strides)
@@ -102,6 +99,8 @@ class AEROMambaConfig(JsonConfig):
             raise ValueError(f"dec_kernel must be (odd freq kernel, time kernel >= 1), got {self.dec_kernel}")
         if self.noise_bands < 0:
             raise ValueError(f"noise_bands must be >= 0, got {self.noise_bands}")
+        if self.level_window < self.hop:
+            raise ValueError(f"level_window must be >= hop ({self.hop}), got {self.level_window}")
         if self.channels < 1 or self.growth < 1:
             raise ValueError(f"channels and growth must be >= 1, got {self.channels}, {self.growth}")
         for c in (self.channels * self.growth**i for i in range(len(self.strides))):
@@ -126,10 +125,12 @@ def music_config() -> AEROMambaConfig:
     (3 freq x 1 frame) decoder conv. 0.32 M parameters. Cost is dominated by per-operator overhead at
     one to two frames per call, so layers were cut before channels. Sized for 512-sample blocks
     (2 hops, 11.6 ms); see `python -m models.aero_mamba --preset music --block 512`. A 12-band noise
-    excitation supplies the unpredictable part of the missing band (see models/excitation.py).
+    excitation supplies the unpredictable part of the missing band (see models/excitation.py) at the
+    level the input implies, times a correction the network predicts (models/band_level.py).
     """
     return AEROMambaConfig(
         noise_bands=12,
+        level_slope=5.0,  # fitted on validation tracks of the training soundtracks (docs/TRAINING.md)
         channels=16,
         strides=(8, 8),
         kernel_size=16,
@@ -367,9 +368,10 @@ class AEROMamba(_Composite):
             if (member.sum(1) == 0).any():
                 raise ValueError(f"noise_bands={cfg.noise_bands} leaves a band without an STFT bin")
             self.register_buffer("band_average", member / member.sum(1, keepdim=True), persistent=False)
-            self.noise_bias = nn.Parameter(torch.full((cfg.noise_bands,), math.log(NOISE_START_GAIN)))
+            self.noise_bias = nn.Parameter(torch.zeros(cfg.noise_bands))  # zero correction untrained
             # Per-frame gains, interpolated linearly over each hop.
             self.noise = NoiseBands(cfg.noise_bands, cfg.noise_low_hz, cfg.sample_rate, hop=cfg.hop)
+            self.level = BandLevel(cfg.noise_bands, cfg.sample_rate, cfg.hop, cfg.level_window)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         if x.dim() != 2:
@@ -396,10 +398,10 @@ class AEROMamba(_Composite):
         spec = full + F.pad(h * std, (0, 0, 0, 1)) if cfg.residual else h * std + mean
         y = self._run("istft", self.istft, spec, state, out)
         if self.noise is not None:
-            # Gains relative to the frame's spectral level, held over the frame's hop of output.
+            # The rule's level per band and frame (models/band_level.py) times the predicted correction.
+            level = self._run("level", self.level, x, state, out)
             logits = torch.matmul(self.band_average, gain_map) + self.noise_bias[:, None]
-            gains = gains_from_logits(logits) * std.flatten(1, 2)
-            y = y + self._run("noise", self.noise, gains, state, out)
+            y = y + self._run("noise", self.noise, level * correction_gain(logits), state, out)
         return y, out
 
 

@@ -1,18 +1,18 @@
 """`python -m models.evaluate`: bandwidth-extension metrics, the two references, and the model beside them.
 
-The metrics are defined here once (see the project's DATA notes) and imported by training:
-
-- LSD: STFT n_fft 2048, hop 512, periodic Hann, centred frames (reflect padding), power spectra,
-  `log10(max(P, 1e-8))`; per frame `sqrt(mean over bins of (log10 P_ref - log10 P_est)^2)`; mean over
-  frames. Frames whose energy (summed over the scored bins) is more than 60 dB below the reference's
-  loudest frame are dropped; the same frames are used for every system. Bins from 0 to 19.5 kHz.
-- LSD-HF: the same over the missing band only, the bins from the input's Nyquist to 19.5 kHz.
-- SNR: 10 log10(sum ref^2 / sum (ref - est)^2) in dB.
-- ViSQOL (audio mode, 48 kHz) when the optional `visqol` package (visqol-python) is installed.
+The metrics are defined once in `models.metrics` (see the project's DATA notes) and re-exported here,
+where training and the tests import them from: LSD, LSD-HF, SNR-LB (the given band), level bias of the
+new band (overall and per third-octave band), full-band SNR (informational) and ViSQOL (audio mode,
+48 kHz) when the optional `visqol` package (visqol-python) is installed.
 
 References scored beside the model: the **baseline** (the low-resolution input resampled to the target
 rate with soxr: no new band) and **noisefill** (random-phase noise in the missing band at a level that
-continues the input's top half-octave with a 1/f^2 slope, see `noisefill`).
+continues the input's top half-octave with a 1/f^2 slope, see `noisefill`). A model is judged against
+noisefill, so each model row also shows its LSD-HF as a share of noisefill's.
+
+Results are reported per source as well as overall (a reader/language, a soundtrack package: see
+`entry_source`), since a mean over a few sources can hide one that fails. Settings are chosen on
+`--split valid`, never on the reported split.
 
 The model runs through the live streaming path in file mode (`realtime.processor.process_offline`,
 the code behind `python -m realtime --input/--output`): the low-resolution input at its own rate goes
@@ -30,133 +30,48 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 import soxr
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import get_window
 
-N_FFT = 2048
-HOP = 512
-FLOOR = 1e-8  # power floor before log10
-MAX_HZ = 19500.0  # lossy sources carry nothing reliable above this
-FRAME_RANGE_DB = 60.0  # frames further below the loudest reference frame are not scored
+from .metrics import (  # noqa: F401  (re-exported: training and tests import the metrics from here)
+    BANDS_PER_OCTAVE,
+    FLOOR,
+    FRAME_RANGE_DB,
+    HOP,
+    MAX_HZ,
+    N_FFT,
+    SNR_LB_SHARE,
+    _as_signal,
+    _check_pair,
+    active_frames,
+    band_centres,
+    band_mask,
+    bin_frequencies,
+    istft,
+    level_bias,
+    level_bias_per_band,
+    lowpass,
+    lsd,
+    lsd_hf,
+    power_spectrogram,
+    snr,
+    snr_lb,
+    spectral_scores,
+    stft,
+)
+
 NOISEFILL_LEVEL_TOP = (
     0.95  # the fit band stops short of the input's Nyquist, where its anti-alias filter rolls off
 )
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_RATES = {"wave-u-mamba": (8000, 12000, 16000, 24000), "aeromamba": (11025, 22050)}
 SYSTEMS = ("baseline", "noisefill", "model")
-METRICS = ("lsd", "lsd_hf", "snr", "visqol")
-
-
-# ---- spectra ----------------------------------------------------------------------------------------
-def _as_signal(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{name} must be a non-empty 1-D float array, got {x.dtype} {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or Inf")
-    return x.astype(np.float64, copy=False)
-
-
-def stft(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """Complex STFT (frames, n_fft//2 + 1): periodic Hann, centred frames with reflect padding.
-
-    Frame j is centred on sample j*hop; there are 1 + len(x)//hop frames (torch.stft(center=True)).
-    """
-    x = _as_signal("x", x)
-    padded = np.pad(x, n_fft // 2, mode="reflect" if x.size > n_fft // 2 else "constant")
-    frames = sliding_window_view(padded, n_fft)[::hop]
-    return np.fft.rfft(frames * get_window("hann", n_fft), axis=-1)
-
-
-def istft(spec: np.ndarray, length: int, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """Weighted overlap-add inverse of `stft` (Hann synthesis window), `length` samples."""
-    window = get_window("hann", n_fft)
-    frames = np.fft.irfft(spec, n=n_fft, axis=-1) * window
-    total = (spec.shape[0] - 1) * hop + n_fft
-    out, norm = np.zeros(total), np.zeros(total)
-    for j, frame in enumerate(frames):
-        out[j * hop : j * hop + n_fft] += frame
-        norm[j * hop : j * hop + n_fft] += window**2
-    out = out[n_fft // 2 : n_fft // 2 + length]
-    norm = norm[n_fft // 2 : n_fft // 2 + length]
-    return out / np.maximum(norm, 1e-8)
-
-
-def power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """|STFT|^2, (frames, n_fft//2 + 1); unnormalised, as torch.stft(normalized=False) gives it."""
-    return np.abs(stft(x, n_fft, hop)) ** 2
-
-
-def bin_frequencies(sample_rate: int, n_fft: int = N_FFT) -> np.ndarray:
-    return np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-
-
-def band_mask(sample_rate: int, low_hz: float, high_hz: float, n_fft: int = N_FFT) -> np.ndarray:
-    """Bins with low_hz <= f <= high_hz (high_hz capped at Nyquist)."""
-    if not 0 <= low_hz < high_hz:
-        raise ValueError(f"the band must satisfy 0 <= low_hz < high_hz, got [{low_hz}, {high_hz}] Hz")
-    f = bin_frequencies(sample_rate, n_fft)
-    mask = (f >= low_hz) & (f <= min(high_hz, sample_rate / 2))
-    if not mask.any():
-        raise ValueError(f"no STFT bin falls in [{low_hz}, {high_hz}] Hz at {sample_rate} Hz")
-    return mask
-
-
-def active_frames(ref_power: np.ndarray, sample_rate: int, n_fft: int = N_FFT) -> np.ndarray:
-    """Frames of the reference within FRAME_RANGE_DB of its loudest frame (energy over 0..MAX_HZ)."""
-    energy = ref_power[:, band_mask(sample_rate, 0.0, MAX_HZ, n_fft)].sum(axis=1)
-    if energy.max() <= 0:
-        raise ValueError("the reference is silent: no frame can be scored")
-    return energy >= energy.max() * 10 ** (-FRAME_RANGE_DB / 10)
-
-
-# ---- metrics ----------------------------------------------------------------------------------------
-def _check_pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ref, est = _as_signal("reference", reference), _as_signal("estimate", estimate)
-    if ref.shape != est.shape:
-        raise ValueError(f"reference and estimate must have the same length, got {ref.size} and {est.size}")
-    return ref, est
-
-
-def lsd(
-    reference: np.ndarray,
-    estimate: np.ndarray,
-    sample_rate: int,
-    low_hz: float = 0.0,
-    high_hz: float = MAX_HZ,
-) -> float:
-    """Log-spectral distance (log10 units) over the bins in [low_hz, high_hz] and the active frames."""
-    ref, est = _check_pair(reference, estimate)
-    p_ref, p_est = power_spectrogram(ref), power_spectrogram(est)
-    frames = active_frames(p_ref, sample_rate)
-    bins = band_mask(sample_rate, low_hz, high_hz)
-    diff = np.log10(np.maximum(p_ref[frames][:, bins], FLOOR)) - np.log10(
-        np.maximum(p_est[frames][:, bins], FLOOR)
-    )
-    return float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
-
-
-def lsd_hf(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, input_rate: int) -> float:
-    """LSD over the missing band: from the input's Nyquist to MAX_HZ."""
-    if not 0 < input_rate / 2 < min(MAX_HZ, sample_rate / 2):
-        raise ValueError(
-            f"input_rate={input_rate} leaves no missing band below {MAX_HZ} Hz at {sample_rate} Hz"
-        )
-    return lsd(reference, estimate, sample_rate, input_rate / 2, MAX_HZ)
-
-
-def snr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Signal-to-noise ratio in dB (inf when the estimate is exact)."""
-    ref, est = _check_pair(reference, estimate)
-    noise = float(np.sum((ref - est) ** 2))
-    signal = float(np.sum(ref**2))
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(max(signal, 1e-300) / noise)
+METRICS = ("lsd", "lsd_hf", "snr_lb", "level_bias", "snr", "visqol")
+HF_VS_NOISEFILL = "lsd_hf_vs_noisefill"  # model rows: LSD-HF / noisefill's LSD-HF (< 1: beats noisefill)
+LEVEL_TARGET_DB = 3.0  # the shaded band of the level-bias plot
 
 
 # ---- references -------------------------------------------------------------------------------------
@@ -247,6 +162,12 @@ class ClipResult:
     rate: int
     metrics: dict[str, dict[str, float]]  # system -> metric -> value
     lag: int | None = None  # model output vs reference, samples
+    source: str = ""  # reader/language or soundtrack package: results are reported per source
+    band_bias: dict[str, list[float]] = field(default_factory=dict)  # system -> dB per band (band_centres)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values))
 
 
 @dataclass
@@ -256,23 +177,48 @@ class Report:
     clips: list[ClipResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def table(self) -> dict[int, dict[str, dict[str, float]]]:
-        """rate -> system -> metric -> mean over clips (per-clip values first, as the references do)."""
+    def sources(self) -> list[str]:
+        return sorted({c.source for c in self.clips})
+
+    def _clips(self, rate: int, source: str | None) -> list[ClipResult]:
+        return [c for c in self.clips if c.rate == rate and (source is None or c.source == source)]
+
+    def table(self, source: str | None = None) -> dict[int, dict[str, dict[str, float]]]:
+        """rate -> system -> metric -> mean over the clips (of `source`; None: all clips).
+
+        Model rows also hold HF_VS_NOISEFILL: the model's mean LSD-HF over noisefill's, same clips."""
         out: dict[int, dict[str, dict[str, float]]] = {}
         for rate in self.rates:
-            clips = [c for c in self.clips if c.rate == rate]
+            clips = self._clips(rate, source)
             if not clips:
                 continue
             systems = {s for c in clips for s in c.metrics}
             out[rate] = {
                 s: {
-                    m: float(np.mean([c.metrics[s][m] for c in clips if m in c.metrics[s]]))
+                    m: _mean([c.metrics[s][m] for c in clips if m in c.metrics[s]])
                     for m in METRICS
                     if any(m in c.metrics[s] for c in clips)
                 }
                 for s in SYSTEMS
                 if s in systems
             }
+            if "model" in out[rate] and "noisefill" in out[rate]:
+                out[rate]["model"][HF_VS_NOISEFILL] = (
+                    out[rate]["model"]["lsd_hf"] / out[rate]["noisefill"]["lsd_hf"]
+                )
+        return out
+
+    def band_bias(self, source: str | None = None) -> dict[int, dict[str, list[float]]]:
+        """rate -> system -> level bias (dB) per band of `band_centres(sample_rate, rate)`, mean over clips."""
+        out: dict[int, dict[str, list[float]]] = {}
+        for rate in self.rates:
+            clips = [c for c in self._clips(rate, source) if c.band_bias]
+            if clips:
+                systems = [s for s in SYSTEMS if any(s in c.band_bias for c in clips)]
+                out[rate] = {
+                    s: np.mean([c.band_bias[s] for c in clips if s in c.band_bias], axis=0).tolist()
+                    for s in systems
+                }
         return out
 
     def lags(self) -> dict[int, list[int]]:
@@ -282,27 +228,87 @@ class Report:
         }
 
     def to_json(self) -> dict:
+        bias = {source: self.band_bias(source) for source in self.sources()}
         return {
             "sample_rate": self.sample_rate,
             "rates": self.rates,
             "table": {str(r): v for r, v in self.table().items()},
+            "sources": {
+                source: {
+                    "clips": {str(r): len(self._clips(r, source)) for r in self.rates},
+                    "table": {str(r): v for r, v in self.table(source).items()},
+                }
+                for source in self.sources()
+            },
+            "band_bias": {
+                str(rate): {
+                    "centres_hz": band_centres(self.sample_rate, rate).tolist(),
+                    "all": systems,
+                    "sources": {source: bias[source][rate] for source in bias if rate in bias[source]},
+                }
+                for rate, systems in self.band_bias().items()
+            },
             "lags": {str(r): v for r, v in self.lags().items()},
             "clips": [c.__dict__ for c in self.clips],
             "notes": self.notes,
         }
 
-    def format(self) -> str:
-        metrics = {"lsd": "LSD", "lsd_hf": "LSD-HF", "snr": "SNR dB", "visqol": "ViSQOL"}
-        head = f"{'rate':>6}  {'system':<10}" + "".join(f"{m:>9}" for m in metrics.values())
+    @staticmethod
+    def _format_table(table: dict[int, dict[str, dict[str, float]]]) -> list[str]:
+        names = {
+            "lsd": "LSD",
+            "lsd_hf": "LSD-HF",
+            "snr_lb": "SNR-LB",
+            "level_bias": "bias dB",
+            "snr": "SNR dB",
+            "visqol": "ViSQOL",
+            HF_VS_NOISEFILL: "HF/NF",
+        }
+        head = f"{'rate':>6}  {'system':<10}" + "".join(f"{m:>9}" for m in names.values())
         lines = [head, "-" * len(head)]
-        for rate, systems in self.table().items():
+        for rate, systems in table.items():
             for i, (name, vals) in enumerate(systems.items()):
-                cells = "".join(f"{vals[m]:9.3f}" if m in vals else f"{'-':>9}" for m in metrics)
+                cells = "".join(f"{vals[m]:9.3f}" if m in vals else f"{'-':>9}" for m in names)
                 lines.append(f"{rate if i == 0 else '':>6}  {name:<10}{cells}")
+        return lines
+
+    def format(self) -> str:
+        """The overall table (mean over all clips), lag warnings, then one table per source."""
+        sources = self.sources()
+        lines = [f"all sources ({len(sources)}), mean over clips:", *self._format_table(self.table())]
         for rate, lags in self.lags().items():
             if any(lags):
                 lines.append(f"WARNING: model output misaligned at {rate} Hz: lags {lags} samples")
+        if len(sources) > 1:  # with one source its table is the overall one
+            for source in sources:
+                counts = ", ".join(f"{len(self._clips(r, source))} at {r} Hz" for r in self.rates)
+                lines += ["", f"source {source} ({counts}):", *self._format_table(self.table(source))]
+        else:
+            lines.append(f"one source: {sources[0]!r}" if sources else "no clips")
         return "\n".join(lines + self.notes)
+
+
+def _score(
+    reference: np.ndarray,
+    estimate: np.ndarray,
+    sample_rate: int,
+    input_rate: int,
+    visqol: Callable[[np.ndarray, np.ndarray, int], float] | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    scalars, (_, bands) = spectral_scores(reference, estimate, sample_rate, input_rate)
+    out = {
+        "lsd": scalars["lsd"],
+        "lsd_hf": scalars["lsd_hf"],
+        "snr_lb": snr_lb(reference, estimate, sample_rate, input_rate),
+        "level_bias": scalars["level_bias"],
+        "snr": snr(reference, estimate),
+    }
+    if visqol is not None:
+        try:
+            out["visqol"] = visqol(reference, estimate, sample_rate)
+        except ValueError:  # a clip shorter than ViSQOL's patches: scored without it
+            pass
+    return out, bands
 
 
 def score(
@@ -312,18 +318,8 @@ def score(
     input_rate: int,
     visqol: Callable[[np.ndarray, np.ndarray, int], float] | None = None,
 ) -> dict[str, float]:
-    """All metrics of one system on one clip."""
-    out = {
-        "lsd": lsd(reference, estimate, sample_rate),
-        "lsd_hf": lsd_hf(reference, estimate, sample_rate, input_rate),
-        "snr": snr(reference, estimate),
-    }
-    if visqol is not None:
-        try:
-            out["visqol"] = visqol(reference, estimate, sample_rate)
-        except ValueError:  # a clip shorter than ViSQOL's patches: scored without it
-            pass
-    return out
+    """All metrics of one system on one clip (METRICS; visqol only when a scorer is given)."""
+    return _score(reference, estimate, sample_rate, input_rate, visqol)[0]
 
 
 ModelRunner = Callable[[np.ndarray, int], np.ndarray]
@@ -357,6 +353,7 @@ def evaluate_clip(
     visqol: Callable[[np.ndarray, np.ndarray, int], float] | None = None,
     seed: int = 0,
     name: str = "",
+    source: str = "",
 ) -> tuple[ClipResult, dict[str, np.ndarray]]:
     """Metrics of baseline, noisefill (and the model) on one reference clip; also the signals."""
     ref = _as_signal("reference", reference)
@@ -367,8 +364,12 @@ def evaluate_clip(
     if run_model is not None:
         signals["model"] = fit_length(run_model(lowres, input_rate), ref.size)
         lag = alignment_lag(ref, signals["model"], sample_rate, 0.8 * input_rate / 2, max_lag=N_FFT)
-    metrics = {s: score(ref, signals[s], sample_rate, input_rate, visqol) for s in SYSTEMS if s in signals}
-    return ClipResult(name, input_rate, metrics, lag), signals
+    clip = ClipResult(name, input_rate, {}, lag, source)
+    for system in SYSTEMS:
+        if system in signals:
+            metrics, bands = _score(ref, signals[system], sample_rate, input_rate, visqol)
+            clip.metrics[system], clip.band_bias[system] = metrics, bands.tolist()
+    return clip, signals
 
 
 def load_reference(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
@@ -382,26 +383,76 @@ def load_reference(path: Path, sample_rate: int, max_seconds: float | None = Non
     return x
 
 
-def list_files(data: Path, split: str = "test") -> list[Path]:
-    """Evaluation files: the `split` of a prepared folder's manifest.json, else every audio file below `data`."""
+class EvalFile(NamedTuple):
+    path: Path
+    source: str
+
+
+def entry_source(entry: dict) -> str:
+    """The source a manifest entry is reported under: its speaker (speech: the reader/language), or for
+    a track-named speaker ("package/path/track", Debian music) the package: the folder below the split
+    folder in the entry's path, so music groups by soundtrack rather than one row per track."""
+    speaker = str(entry.get("speaker", ""))
+    if speaker and "/" not in speaker:
+        return speaker
+    parts = Path(entry.get("path", "")).parts
+    if len(parts) > 2:
+        return parts[1]
+    return speaker.split("/")[0] or "unknown"
+
+
+def _split_entries(meta: dict, split: str, hold_out: Sequence[str]) -> list[dict]:
+    try:  # models.train.data derives valid/held_out from the manifest (imports torch: only when needed)
+        from .train.data import split_entries
+    except ImportError:  # an older checkout: only the splits the manifest itself stores
+        split_entries = None
+    if split_entries is not None:
+        return list(split_entries(meta, split, tuple(hold_out)))
+    if hold_out:
+        raise ValueError("--hold-out needs models.train.data.split_entries, which this checkout lacks")
+    splits = meta.get("splits", {})
+    if split not in splits:
+        raise ValueError(f"the manifest has no split {split!r}; it has {sorted(splits)}")
+    return list(splits[split])
+
+
+def list_files(data: Path, split: str | None = None, hold_out: Sequence[str] = ()) -> list[EvalFile]:
+    """Evaluation files and their sources.
+
+    A prepared folder (manifest.json): the entries of `split` (default "test"; "valid", "held_out" and
+    `hold_out` through models.train.data.split_entries), each under `entry_source`. Any other folder:
+    every audio file below `data`, its source the parent folder's name; there is no split to choose."""
     manifest = data / "manifest.json"
     if manifest.exists():
         meta = json.loads(manifest.read_text())
-        if split not in meta.get("splits", {}):
-            raise ValueError(f"{manifest} has no split {split!r}; it has {sorted(meta.get('splits', {}))}")
-        return [data / e["path"] for e in meta["splits"][split]]
+        entries = _split_entries(meta, split or "test", hold_out)
+        if not entries:
+            raise ValueError(f"{manifest}: split {split or 'test'!r} holds no files")
+        return [EvalFile(data / e["path"], entry_source(e)) for e in entries]
     if not data.is_dir():
         raise ValueError(f"--data must be a folder of audio files, got {data}")
-    return sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if split is not None or hold_out:  # silently scoring everything would pass for the asked split
+        raise ValueError(f"--split/--hold-out need a prepared folder with manifest.json; {data} has none")
+    root_name = data.resolve().name
+    return [
+        EvalFile(p, p.parent.name if p.parent != data else root_name)
+        for p in sorted(data.rglob("*"))
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+    ]
 
 
-def save_spectrograms(signals: dict[str, np.ndarray], sample_rate: int, path: Path, title: str) -> None:
-    """One PNG: log-power spectrograms of the reference, the input (baseline), noisefill and the model."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_spectrograms(signals: dict[str, np.ndarray], sample_rate: int, path: Path, title: str) -> None:
+    """One PNG: log-power spectrograms of the reference, the input (baseline), noisefill and the model."""
+    plt = _pyplot()
     names = [n for n in ("reference", "baseline", "noisefill", "model") if n in signals]
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.4 * len(names)), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
@@ -420,8 +471,46 @@ def save_spectrograms(signals: dict[str, np.ndarray], sample_rate: int, path: Pa
     plt.close(fig)
 
 
+def save_band_bias(report: Report, folder: Path) -> list[Path]:
+    """One PNG per rate, band_level_RATE.png: level bias (dB) of the new band per third-octave band,
+    a line per system (noisefill dashed, model solid) per source. The baseline is left out: its empty
+    band sits tens of dB down and would flatten the others."""
+    plt = _pyplot()
+    per_source = {source: report.band_bias(source) for source in report.sources()}
+    written = []
+    for rate in report.rates:
+        lines = {s: b[rate] for s, b in per_source.items() if rate in b}
+        if not lines:
+            continue
+        centres = band_centres(report.sample_rate, rate) / 1000
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax.axhspan(-LEVEL_TARGET_DB, LEVEL_TARGET_DB, color="tab:green", alpha=0.12, label="±3 dB")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for i, (source, systems) in enumerate(lines.items()):
+            colour = f"C{i % 10}"
+            for system, style in (("noisefill", "--"), ("model", "-")):
+                if system in systems:
+                    ax.plot(
+                        centres, systems[system], style, color=colour, marker=".", label=f"{source} {system}"
+                    )
+        ax.set_xscale("log")
+        ax.set_xticks(centres, [f"{c:.3g}" for c in centres], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("band centre (kHz)")
+        ax.set_ylabel("level bias (dB; < 0: too quiet)")
+        ax.set_title(f"new band level vs reference, input {rate} Hz -> {report.sample_rate} Hz", fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"band_level_{rate}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def evaluate(
-    files: Sequence[Path],
+    files: Sequence[Path | EvalFile],
     sample_rate: int,
     rates: Sequence[int],
     run_model: ModelRunner | None = None,
@@ -430,7 +519,9 @@ def evaluate(
     plots: Path | None = None,
     progress: bool = True,
 ) -> Report:
-    """Score every file at every input rate; unreadable or silent files are skipped with a note."""
+    """Score every file at every input rate; unreadable or silent files are skipped with a note.
+
+    A bare Path is reported under its parent folder's name as its source."""
     from tqdm import tqdm
 
     for rate in rates:
@@ -443,7 +534,8 @@ def evaluate(
     visqol, note = visqol_scorer() if use_visqol else (None, "ViSQOL skipped (disabled)")
     report = Report(sample_rate, list(rates), notes=[note])
     skipped, plotted = 0, set()
-    for i, path in enumerate(tqdm(files, desc="evaluate", disable=not progress)):
+    for i, item in enumerate(tqdm(files, desc="evaluate", disable=not progress)):
+        path, source = item if isinstance(item, EvalFile) else (Path(item), Path(item).parent.name)
         try:
             ref = load_reference(path, sample_rate, max_seconds)
         except (sf.LibsndfileError, RuntimeError, ValueError):
@@ -452,7 +544,7 @@ def evaluate(
         for rate in rates:
             try:
                 clip, signals = evaluate_clip(
-                    ref, sample_rate, rate, run_model, visqol, seed=i, name=str(path)
+                    ref, sample_rate, rate, run_model, visqol, seed=i, name=str(path), source=source
                 )
             except ValueError:  # silent or too short to score
                 skipped += 1
@@ -472,15 +564,18 @@ def evaluate(
         )
     if not report.clips:
         raise ValueError("no file could be scored")
+    if plots is not None:
+        save_band_bias(report, plots)
     return report
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m models.evaluate",
-        description="LSD, LSD-HF, SNR (and ViSQOL) of a generator beside the soxr baseline and noisefill. "
-        "Each reference is cut to an input rate with soxr (VHQ), the model runs through the live "
-        "streaming path in file mode, and every system is scored against the reference.",
+        description="LSD, LSD-HF, SNR-LB, level bias, SNR (and ViSQOL) of a generator beside the soxr "
+        "baseline and noisefill, overall and per source. Each reference is cut to an input rate with soxr "
+        "(VHQ), the model runs through the live streaming path in file mode, and every system is scored "
+        "against the reference. Tune on --split valid; report --split test.",
     )
     p.add_argument("--model", help="preset name or .safetensors path; leave out to score only the references")
     p.add_argument(
@@ -489,7 +584,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True, type=Path, help="prepared folder (manifest.json) or any audio folder"
     )
-    p.add_argument("--split", default="test", help="manifest split to score (default: test)")
+    p.add_argument(
+        "--split",
+        help="split of a prepared folder: test (default), valid (for choosing settings), train, held_out",
+    )
+    p.add_argument(
+        "--hold-out",
+        nargs="+",
+        default=[],
+        metavar="SPEAKER",
+        help="speakers a leave-one-source-out model never saw (with --split held_out, e.g. --hold-out fr)",
+    )
     p.add_argument("--rates", type=int, nargs="+", help="input rates (default: the model family's list)")
     p.add_argument("--sample-rate", type=int, help="target rate without a model (default 48000)")
     p.add_argument("--max-files", type=int, help="score only the first N files (after --every)")
@@ -508,20 +613,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="model block length (streaming == offline, so this only changes speed; 0: the live ~10 ms)",
     )
-    p.add_argument(
-        "--band-gain-db",
-        type=float,
-        help="score the model with this level of the new band (dB) instead of its config's (calibration)",
-    )
-    p.add_argument(
-        "--band-level-follow",
-        type=float,
-        help="score the model with this share (0-1) of the new band's level taken from the input's top band "
-        "instead of its config's (calibration; see realtime/band_merge.py)",
-    )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL even when installed")
-    p.add_argument("--json", type=Path, help="write the per-rate table and per-clip values here")
-    p.add_argument("--plots", type=Path, help="write spectrogram PNGs (first scored file, every rate) here")
+    p.add_argument("--json", type=Path, help="write the tables (overall, per source), band biases and clips")
+    p.add_argument(
+        "--plots",
+        type=Path,
+        help="write PNGs here: spectrograms (first scored file, every rate) and the new band's level per band",
+    )
     return p
 
 
@@ -532,20 +630,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--every must be >= 1, got {args.every}")
         run_model, sample_rate, family = None, args.sample_rate or 48000, None
         if args.model:
-            from .registry import family_of, load_model, with_band_level
+            from .registry import family_of, load_model
 
-            model = with_band_level(
-                load_model(args.model, pretrained=not args.untrained),
-                args.band_gain_db,
-                args.band_level_follow,
-            )
+            model = load_model(args.model, pretrained=not args.untrained)
             sample_rate = int(model.sample_rate)
             family = family_of(model)
             run_model = model_runner(model, args.backend, args.block_seconds or None)
         rates = args.rates or DEFAULT_RATES.get(family or "", ())
         if not rates:
             raise ValueError("--rates is required when no model family gives a default list")
-        files = list_files(args.data, args.split)[:: args.every][: args.max_files]
+        files = list_files(args.data, args.split, args.hold_out)[:: args.every][: args.max_files]
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             report = evaluate(
@@ -561,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": args.model,
             "untrained": args.untrained,
             "data": str(args.data),
+            "split": args.split or ("test" if (args.data / "manifest.json").exists() else None),
+            "hold_out": args.hold_out,
             **report.to_json(),
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")

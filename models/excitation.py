@@ -1,10 +1,10 @@
-"""Noise excitation: band-split, deterministic white noise that a generator scales with learned gains.
+"""Noise excitation: band-split, deterministic white noise scaled per band and frame.
 
 A network trained without a discriminator cannot invent the noise-like part of a missing band: the
 phase of fricatives and cymbals is not predictable from the band it was given, so a deterministic
 waveform settles for a quiet, smeared guess. Classic bandwidth extension splits the job into a
-source (noise) and a filter (the spectral envelope); here the generator predicts the envelope as one
-gain per band and per sample, and `NoiseBands` supplies the source.
+source (noise) and a filter (the spectral envelope); `NoiseBands` supplies the source, and the
+envelope comes from `models.band_level` (the input's rule times the generator's bounded correction).
 
 The noise is a fixed table (a counter-based integer hash, so it is the same on every machine and
 numpy version), split into log-spaced bands by masking its spectrum: the table is periodic, so the
@@ -14,8 +14,6 @@ In training mode every stream starts at a random position, so a fixed noise samp
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -90,12 +88,8 @@ class NoiseBands(StreamingModule):
     `hop` > 1: the gains come one per frame of `hop` samples, (batch, bands, frames), and are
     interpolated linearly from the previous frame's over each frame (the moving average of length
     `hop` of the held gains, at O(1) per sample).
-    State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32),
-    "gains", the last `smooth - 1` gains (or the last frame's), and "masked", one flag per band
-    (1: silenced). A host that knows the input's rate sets "masked" for the bands below the edge up
-    to which it takes the input's own band (`masked_bands`): the excitation then spends nothing
-    there. Zero (the default) masks nothing, so a same-rate effect with an unknown cutoff keeps
-    every band.
+    State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32), and
+    "gains", the last `smooth - 1` gains (or the last frame's).
     """
 
     def __init__(self, bands: int, low_hz: float, sample_rate: int, smooth: int = 1, hop: int = 1) -> None:
@@ -119,13 +113,7 @@ class NoiseBands(StreamingModule):
         return {
             "pos": pos,
             "gains": torch.zeros(batch, self.bands, 1 if self.hop > 1 else self.smooth - 1, device=device),
-            "masked": torch.zeros(batch, self.bands, device=device),
         }
-
-    def masked_bands(self, given_hz: float) -> np.ndarray:
-        """(bands,) float32 flags: 1 for every band that lies wholly below `given_hz`, the frequency
-        up to which a host takes the input's own band (0: none)."""
-        return (self.edges[1:] <= given_hz).astype(np.float32)
 
     def step(self, gains: Tensor, state: State) -> tuple[Tensor, State]:
         if gains.dim() != 3 or gains.shape[1] != self.bands:
@@ -142,47 +130,6 @@ class NoiseBands(StreamingModule):
         start = state["pos"].long()  # (batch, 1)
         index = torch.remainder(start + torch.arange(length, device=gains.device), PERIOD)  # (batch, L)
         noise = self.table[:, index].transpose(0, 1)  # (batch, bands, L)
-        y = (smoothed * noise * (1.0 - state["masked"])[..., None]).sum(dim=1)
+        y = (smoothed * noise).sum(dim=1)
         pos = torch.remainder(start + length, PERIOD).to(state["pos"].dtype)
-        return y, {"pos": pos, "gains": context, "masked": state["masked"]}
-
-
-class CausalRMS(StreamingModule):
-    """(batch, 1, samples) -> (batch, 1, samples): RMS over the last `window` samples.
-
-    Gains relative to it make the excitation silent in silence and let it follow the signal's level
-    from the first step of training; the network only learns the spectral shape of the missing band.
-    """
-
-    def __init__(self, window: int) -> None:
-        super().__init__()
-        if window < 1:
-            raise ValueError(f"window must be >= 1 samples, got {window}")
-        self.window = window
-
-    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
-        return {"ctx": torch.zeros(batch, 1, self.window - 1, device=device)}
-
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        full, context = with_context(x.square(), state["ctx"])
-        power = moving_average(full, self.window)
-        return power.clamp(min=0.0).sqrt(), {"ctx": context}
-
-
-def band_masks(model: torch.nn.Module, given_hz: float) -> dict[str, np.ndarray]:
-    """State values that silence a generator's excitation bands wholly below `given_hz`, by state key
-    (the module's dotted name + ".masked"); empty for a generator without excitation."""
-    return {
-        f"{name}.masked": module.masked_bands(given_hz)
-        for name, module in model.named_modules()
-        if isinstance(module, NoiseBands)
-    }
-
-
-MAX_GAIN = 10.0  # caps exp() of an untrained or diverging head; trained gains stay far below
-
-
-def gains_from_logits(logits: Tensor) -> Tensor:
-    """Band gains as exp(logit): a gain's gradient scales with the gain itself, so a head that starts
-    quiet can still grow by decades (softplus would leave it with a vanishing gradient)."""
-    return torch.exp(logits.clamp(max=math.log(MAX_GAIN)))
+        return y, {"pos": pos, "gains": context}

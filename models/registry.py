@@ -81,21 +81,11 @@ def build_from_spec(family: str, config: dict, preset: str = "custom") -> Stream
 
 
 def with_config(model: StreamingModule, **changes: object) -> StreamingModule:
-    """A copy of a generator with some config fields changed and the same weights (e.g. band_gain_db)."""
+    """A copy of a generator with some config fields changed and the same weights (e.g. level_slope)."""
     config = {**model.config.to_dict(), **changes}
     clone = build_from_spec(family_of(model), config, getattr(model, "preset", "custom"))
     clone.load_state_dict(model.state_dict())
     return clone.train(model.training)
-
-
-def with_band_level(
-    model: StreamingModule, gain_db: float | None = None, follow: float | None = None
-) -> StreamingModule:
-    """`model` with the band merge's level fields (`band_gain_db`, `band_level_follow`) set where
-    given; the model itself when neither is."""
-    changes = {"band_gain_db": gain_db, "band_level_follow": follow}
-    changes = {name: value for name, value in changes.items() if value is not None}
-    return with_config(model, **changes) if changes else model
 
 
 def build_model(name: str) -> StreamingModule:

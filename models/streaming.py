@@ -35,8 +35,11 @@ class StreamingModule(nn.Module):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.step(x, self.init_state(x.shape[0], x.device))[0]
+    def forward(self, x: Tensor, values: State | None = None) -> Tensor:
+        """One step from the initial state, with the entries in `values` (e.g. a host's band level,
+        per stream) set first."""
+        state = self.init_state(x.shape[0], x.device)
+        return self.step(x, {**state, **values} if values else state)[0]
 
     def check_block(self, length: int) -> None:
         """Raise a clear error when `length` is not an accepted block length."""

@@ -16,15 +16,15 @@ offline model's output delayed by `latency` samples. With `causal=True` all look
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .band_level import BandLevel, correction_gain
 from .config import JsonConfig
-from .excitation import CausalRMS, NoiseBands, gains_from_logits
+from .excitation import NoiseBands
 from .layers import (
     AvgPool1d,
     ChannelLayerNorm,
@@ -71,10 +71,9 @@ class WaveUMambaConfig(JsonConfig):
     causal: bool = False  # True: every convolution causal, latency 0
     noise_bands: int = 0  # > 0: a noise-excitation head (models/excitation.py) with this many bands
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
-    noise_smooth: int = 32  # samples of gain smoothing
-    noise_level_window: int = 240  # the gains are relative to the input's RMS over this many samples
-    band_gain_db: float = 0.0  # level of the new band when a host merges bands (realtime/band_merge.py)
-    band_level_follow: float = 0.0  # share (0-1) of that level taken from the input's top band (same module)
+    level_hop: int = 16  # samples per level frame (models/band_level.py); divides 2**levels
+    level_window: int = 512  # samples of input each level frame measures
+    level_slope: float = 2.0  # the rule's power slope above the input's top band: (f_top / f) ** slope
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
 
@@ -95,10 +94,13 @@ class WaveUMambaConfig(JsonConfig):
             raise ValueError(f"up_kernels must be >= 2 (stride 2), got {self.up_kernels}")
         if any(v < 0 for v in self.down_mambas + self.up_mambas) or self.bottleneck_mambas < 0:
             raise ValueError("Mamba block counts must be >= 0")
-        if self.noise_bands < 0 or self.noise_smooth < 1 or self.noise_level_window < 1:
+        if self.noise_bands < 0:
+            raise ValueError(f"noise_bands must be >= 0, got {self.noise_bands}")
+        bad_hop = self.level_hop < 1 or (2**levels) % self.level_hop or self.level_window < self.level_hop
+        if self.noise_bands and bad_hop:
             raise ValueError(
-                "need noise_bands >= 0, noise_smooth >= 1 and noise_level_window >= 1, got "
-                f"{self.noise_bands}, {self.noise_smooth}, {self.noise_level_window}"
+                f"level_hop must divide {2**levels} and level_window must be >= level_hop, got "
+                f"{self.level_hop}, {self.level_window}"
             )
         for name in ("resblock_kernel", "post_kernel"):
             if getattr(self, name) % 2 == 0:
@@ -116,7 +118,8 @@ def speech_config() -> WaveUMambaConfig:
     A streamed block costs mostly per-op overhead, so the preset trims layers rather than channels:
     one conv per down block, one-dilation ResBlocks, and Mamba only where a block is short (3 and
     6 kHz: 30 and 60 steps per 10 ms), where it adds long context at little cost. A 12-band noise
-    excitation supplies the unpredictable part of the missing band (see models/excitation.py).
+    excitation supplies the unpredictable part of the missing band (see models/excitation.py) at the
+    level the input implies, times a correction the network predicts (models/band_level.py).
     """
     return WaveUMambaConfig(
         noise_bands=12,
@@ -128,10 +131,9 @@ def speech_config() -> WaveUMambaConfig:
         up_mambas=(1, 0, 0, 0),
         resblock_dilations=(1,),
         causal=True,
+        level_slope=3.25,  # fitted on the training readers' validation clips (docs/TRAINING.md)
     )
 
-
-NOISE_START_GAIN = 0.01  # per-band noise RMS of an untrained head, relative to the input's RMS
 
 # A pooled sample summarises a pair [2m, 2m + 1] and is complete only at 2m + 1, but upsampling puts
 # it back at 2m: even causal convolutions would leave one sample of look-ahead per level. The causal
@@ -267,17 +269,18 @@ class WaveUMamba(StreamingModule):
         self.noise_head: Sequential | None = None
         self.noise: NoiseBands | None = None
         if config.noise_bands:
-            # Per-band gains from the same features and window as the correction, so both align.
+            # Per-band level corrections from the same features and window as the waveform correction.
+            # Zero-initialised: an untrained model plays the rule's level (models/band_level.py).
             head = StreamingConv1d(cin, config.noise_bands, config.post_kernel, lookahead=post_lookahead)
-            nn.init.constant_(head.conv.bias, math.log(NOISE_START_GAIN))
+            nn.init.zeros_(head.conv.weight)
+            nn.init.zeros_(head.conv.bias)
             self.noise_head = Sequential(LeakyReLU(config.post_slope), head)
             self.noise = NoiseBands(
-                config.noise_bands,
-                config.noise_low_hz,
-                config.sample_rate,
-                config.noise_smooth,
+                config.noise_bands, config.noise_low_hz, config.sample_rate, hop=config.level_hop
             )
-            self.noise_level = CausalRMS(config.noise_level_window)
+            self.level = BandLevel(
+                config.noise_bands, config.sample_rate, config.level_hop, config.level_window
+            )
         delay = output_delay(self.post, delay)
         self.latency = delay
         self.residual_delay = Delay(delay, 1)
@@ -297,7 +300,7 @@ class WaveUMamba(StreamingModule):
         named["post"], named["residual_delay"] = self.post, self.residual_delay
         if self.noise is not None:
             named["noise_head"], named["noise"] = self.noise_head, self.noise
-            named["noise_level"] = self.noise_level
+            named["level"] = self.level
         return named
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
@@ -329,7 +332,8 @@ class WaveUMamba(StreamingModule):
         delayed = run("residual_delay", self.residual_delay, x.unsqueeze(1))
         y = correction + delayed
         if self.noise is not None:
-            level = run("noise_level", self.noise_level, delayed)  # aligned with the output
-            gains = gains_from_logits(run("noise_head", self.noise_head, h)) * level
-            y = y + run("noise", self.noise, gains).unsqueeze(1)
+            hop = self.level.hop
+            level = run("level", self.level, delayed.squeeze(1))  # per frame, aligned with the output
+            logits = run("noise_head", self.noise_head, h)[..., hop - 1 :: hop]  # each frame's last sample
+            y = y + run("noise", self.noise, level * correction_gain(logits)).unsqueeze(1)
         return y.squeeze(1), new_state

@@ -167,6 +167,7 @@ def make_processor(
         channels=channels,
         block_size=args.model_block,
         dry_wet=args.dry_wet,
+        input_cutoff_hz=args.input_cutoff,
     )
     proc.bypass = args.bypass
     return proc
@@ -433,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mod.add_argument(
         "--dry-wet", type=_unit, default=1.0, metavar="0..1", help="1 = model only (default), 0 = dry"
+    )
+    mod.add_argument(
+        "--input-cutoff",
+        type=positive(float),
+        metavar="HZ",
+        help="where the input's band ends when it already runs at the model's rate (e.g. 8000 for a "
+        "16 kHz recording saved at 48 kHz): the output keeps the input below it and fills the band "
+        "above it. Inputs below the model's rate need none (their band ends at their Nyquist frequency)",
     )
     mod.add_argument(
         "--model-block",

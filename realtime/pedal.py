@@ -232,6 +232,10 @@ class BandwidthExtender(Effect):
         backend: "auto" | "torch" | "onnx" | "triton" (see `realtime.processor.make_stepper`).
         pretrained: passed to `models.registry.load_model` for a name or path.
         dry_wet: 1.0 = model output only, 0.0 = the time-aligned dry input only.
+        input_cutoff_hz: where the band of the incoming audio ends, when it runs at the model's rate
+            (e.g. 8000 for a 16 kHz recording resampled to 48 kHz): the output keeps the input below
+            it and the new band's level follows the input's top band. Without it the generator runs
+            alone and its noise excitation stays silent (see `realtime.processor.Processor`).
 
     A `Processor` is built for each (sample_rate, channels) on first use (or by `prepare`) and rebuilt,
     reset, when they change. NaN/Inf input is guarded by the Processor: the host block holding it
@@ -246,6 +250,7 @@ class BandwidthExtender(Effect):
         backend: str = "auto",
         pretrained: bool = True,
         dry_wet: float = 1.0,
+        input_cutoff_hz: float | None = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -254,6 +259,7 @@ class BandwidthExtender(Effect):
         self.backend = backend
         self._check_dry_wet(dry_wet)
         self._dry_wet = float(dry_wet)
+        self.input_cutoff_hz = input_cutoff_hz
         self.model = _load_model(model, pretrained)
         self._proc: Processor | None = None
         self._to_drop = 0  # stream samples still to drop from the front (streaming mode)
@@ -306,7 +312,15 @@ class BandwidthExtender(Effect):
                 f"sample_rate={sample_rate} Hz is not supported; use one of {', '.join(map(str, SUPPORTED_RATES))}"
             )
         out_rate = sample_rate if self.output_rate is None else self.output_rate
-        proc = Processor(self.model, sample_rate, out_rate, self.backend, channels, dry_wet=self._dry_wet)
+        proc = Processor(
+            self.model,
+            sample_rate,
+            out_rate,
+            self.backend,
+            channels,
+            dry_wet=self._dry_wet,
+            input_cutoff_hz=self.input_cutoff_hz,
+        )
         if self.output_rate is None and sample_rate < proc.model_rate:
             warnings.warn(
                 f"BandwidthExtender at {sample_rate} Hz: the model restores the band up to "

@@ -133,27 +133,16 @@ def _is_torch_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _excitation_masks(model: Any, crossover_hz: float | None) -> dict[str, np.ndarray]:
-    """State values that keep a torch generator's noise excitation out of the band the band merge
-    takes from the input, below `crossover_hz` (none without a merge, or for a ready-made stepper,
-    which carries no band layout).
-
-    The edge is the merge's crossover, not the input's Nyquist frequency: between the two the
-    upsampled input is already rolling off, and an excitation band silenced there left a dark line
-    in the output just below the Nyquist frequency.
-    """
-    if crossover_hz is None or not _is_torch_module(model):
+def _level_values(model: Any, stepper: Stepper, band_edge_hz: float | None) -> dict[str, np.ndarray]:
+    """State values that set the level of the model's new band from the input's own top band
+    (models/band_level.py) for an input whose band ends at `band_edge_hz`, with the band merge's
+    crossover at the resampler's passband edge below it; none when the edge is unknown."""
+    config = getattr(model, "config", None) or getattr(stepper, "config", None)
+    if band_edge_hz is None or config is None:
         return {}
-    from models.excitation import band_masks
+    from models.band_level import level_state
 
-    return band_masks(model, crossover_hz)
-
-
-def _band_level(model: Any) -> tuple[float, float]:
-    """The calibrated level of the model's new band for the band merge: (gain dB, level follow);
-    (0 dB, 0) for a model whose config names neither."""
-    config = getattr(model, "config", None)
-    return float(getattr(config, "band_gain_db", 0.0)), float(getattr(config, "band_level_follow", 0.0))
+    return level_state(config, band_edge_hz, PASSBAND * band_edge_hz)
 
 
 def make_stepper(model: Any, backend: str = "auto") -> tuple[Stepper, str]:
@@ -353,6 +342,11 @@ class Processor(_HostPath):
         block_size: model block length in model-rate samples; default ~10 ms rounded to the model's
             block_multiple, or the exported graph's fixed block length.
         dry_wet: 1.0 = model output only, 0.0 = dry only; mixes at the model rate, time-aligned.
+        input_cutoff_hz: where the band of an input at the model's own rate ends (a low-passed file);
+            ignored for an input below the model's rate, whose band ends at its Nyquist frequency.
+            With a band edge the output keeps the input below it and the new band's level follows
+            the input's top band; without one (a same-rate input of unknown band) the generator runs
+            alone and its noise excitation stays silent.
 
     `latency` (output samples) = output-FIFO pre-fill (block buffering, at least model_block - 1)
     + both resamplers' delays + the model's latency + the band merge's delay: an impulse at input
@@ -382,6 +376,7 @@ class Processor(_HostPath):
         channels: int = 1,
         block_size: int | None = None,
         dry_wet: float = 1.0,
+        input_cutoff_hz: float | None = None,
     ) -> None:
         input_rate = check_rate("input_rate", input_rate)
         if not isinstance(channels, (int, np.integer)) or channels < 1:
@@ -395,25 +390,24 @@ class Processor(_HostPath):
         self.model_block = self._choose_block(block_size)
         self.dry_wet = dry_wet
         self._bypass = False
-        band_gain_db, band_level_follow = _band_level(model)
         # A band-limited input: the output keeps its band and takes only the new band from the model.
         # The crossover sits at the resampler's passband edge, not at the Nyquist frequency: between
         # the two the upsampled input is already rolling off, and only the model can fill that gap.
-        crossover_hz = PASSBAND * input_rate / 2 if input_rate < model_rate else None
+        if input_rate < model_rate:
+            band_edge_hz: float | None = input_rate / 2
+        elif input_cutoff_hz is not None:
+            if not 0 < input_cutoff_hz < model_rate / 2:
+                raise ValueError(f"input_cutoff_hz must lie in (0, {model_rate / 2}), got {input_cutoff_hz}")
+            band_edge_hz = float(input_cutoff_hz)
+        else:
+            band_edge_hz = None
         self._merge = (
-            BandMerge(
-                model_rate,
-                crossover_hz,
-                band_gain_db,
-                int(channels),
-                int(self.stepper.latency),
-                level_follow=band_level_follow,
-            )
-            if crossover_hz is not None
+            BandMerge(model_rate, PASSBAND * band_edge_hz, int(channels), int(self.stepper.latency))
+            if band_edge_hz is not None
             else None
         )
-        # The model's noise excitation stays silent where the output is the input's own band.
-        self._state_values = _excitation_masks(model, crossover_hz)
+        # The new band's level follows the input's top band (models/band_level.py).
+        self._state_values = _level_values(model, self.stepper, band_edge_hz)
         merge_delay = self._merge.delay if self._merge is not None else 0
         prefill = _prefill(input_rate, model_rate, output_rate, self.model_block)
         super().__init__(

@@ -324,9 +324,7 @@ def test_default_block_is_about_10_ms(tiny):
 def preset(request, tmp_path_factory):
     registry = pytest.importorskip("models.registry")
     torch.manual_seed(0)
-    model = registry.with_config(
-        registry.load_model(request.param, pretrained=False), band_gain_db=-7.0, band_level_follow=0.25
-    )
+    model = registry.with_config(registry.load_model(request.param, pretrained=False), level_slope=2.5)
     path = export_onnx(model, tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx")
     return model, OnnxStreamer(path, providers=["CPUExecutionProvider"])
 
@@ -343,11 +341,20 @@ def test_preset_onnx_equals_torch_over_5_seconds(preset):
 
 
 def test_preset_graph_carries_the_band_level_for_the_host(preset):
-    from realtime.processor import _band_level
+    """A host with only the graph sets the same band level as with the torch model, and both paths
+    play the same new band from it."""
+    from models.band_level import level_state
+    from realtime.processor import Processor
 
     model, runner = preset
-    assert runner.config.band_gain_db == model.config.band_gain_db == -7.0
-    assert _band_level(runner) == _band_level(model) == (-7.0, 0.25)
+    assert runner.config.level_slope == model.config.level_slope == 2.5
+    for key, value in level_state(model.config, 8000.0, 7200.0).items():
+        np.testing.assert_array_equal(level_state(runner.config, 8000.0, 7200.0)[key], value)
+    x = 0.1 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    by_graph = Processor(runner, 16000).process(x)
+    by_torch = Processor(model, 16000, backend="torch").process(x)
+    assert np.abs(by_graph).max() > 0
+    np.testing.assert_allclose(by_graph, by_torch, atol=1e-4)
 
 
 def test_preset_streaming_in_onnxruntime_equals_offline_and_batches(preset):

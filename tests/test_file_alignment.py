@@ -1,7 +1,7 @@
 """File mode puts an impulse back on its own sample, for every preset and every supported input rate.
 
 Random weights would smear an impulse, so each generator's correction is silenced first (Wave-U-Mamba:
-its output conv zeroed; AEROMamba is the identity until trained; the noise excitation closed): the
+its output conv zeroed; AEROMamba is the identity until trained; built without the noise excitation): the
 model is then a pure delay of its declared latency, and the whole path — input resampler, block FIFO, model, latency compensation — must
 land the impulse at t * ratio, its resampling kernel symmetric around that sample.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.registry import load_model
+from models.registry import build_from_spec, family_of, load_model
 from realtime.processor import process_offline
 from realtime.resample import SUPPORTED_RATES
 
@@ -25,16 +25,13 @@ RATES = {  # the compact presets at every supported rate; the slower paper prese
 
 
 def pure_delay(name: str):
-    model = load_model(name, pretrained=False)
+    template = load_model(name, pretrained=False)
+    model = build_from_spec(family_of(template), {**template.config.to_dict(), "noise_bands": 0}, name)
     if hasattr(model, "post"):  # Wave-U-Mamba: tanh(conv(...)) + input -> input
         conv = model.post.layers[1].conv
         with torch.no_grad():
             conv.parametrizations.weight.original0.zero_()
             conv.bias.zero_()
-    with torch.no_grad():  # the noise excitation's gains are exp(logit): a huge negative bias is 0
-        for name, param in model.named_parameters():
-            if name in ("noise_head.layers.1.conv.bias", "noise_bias"):
-                param.fill_(-1e4)
     return model
 
 

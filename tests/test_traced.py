@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.excitation import band_masks
+from models.band_level import level_state
 from models.registry import load_model
 from models.streaming import State, StreamingModule
 from models.traced import TracedStep
@@ -36,10 +36,10 @@ def test_trained_presets_traced_equal_eager(name, lengths):
     model = load_model(name).eval()
     traced = TracedStep(model)
     state = model.init_state(2)
-    if name == "speech":  # the processor's excitation masks travel in the state: graph inputs too
-        masks = band_masks(model, 7200.0)
-        assert masks
-        state.update({k: torch.as_tensor(v).expand_as(state[k]).clone() for k, v in masks.items()})
+    # The host's band level travels in the state: graph inputs too.
+    level = level_state(model.config, 8000.0, 7200.0)
+    assert level
+    state.update({k: torch.as_tensor(v).expand_as(state[k]).clone() for k, v in level.items()})
     eager_state = dict(state)
     shapes = [(2, lengths[i % 2]) for i in range(8)]
     with torch.inference_mode():

@@ -16,8 +16,17 @@ from scipy.signal import welch
 from models.evaluate import alignment_lag
 from models.registry import load_model
 from models.train import degrade as dg
-from models.train.__main__ import main
-from models.train.data import BatchStream, SegmentSampler, UnreadableAudio, clips
+from models.train import trainer as trainer_module
+from models.train.__main__ import main, parser, train_config
+from models.train.augment import AugmentConfig
+from models.train.data import (
+    BatchStream,
+    SegmentSampler,
+    UnreadableAudio,
+    clips,
+    load_manifest,
+    split_entries,
+)
 from models.train.discriminators import Discriminators
 from models.train.losses import (
     MultiResolutionSTFTLoss,
@@ -28,7 +37,7 @@ from models.train.losses import (
     mel_filterbank,
 )
 from models.train.prepare import prepare
-from models.train.trainer import PRESETS, RunOptions, Trainer, lr_factor
+from models.train.trainer import CONFIG, PRESETS, RunOptions, TrainConfig, Trainer, lr_factor
 
 SR = 48000
 
@@ -179,21 +188,23 @@ TINY = {
         "d_state": 4,
         "causal": True,
         "noise_bands": 2,  # the excitation draws random start positions: resume must restore them
-        "noise_smooth": 4,
+        "level_hop": 4,
+        "level_window": 64,
     },
 }
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """A prepared speech folder: two readers of full-band sweeps + noise."""
+    """A prepared speech folder: two readers of full-band sweeps + noise (ann trains: 3 train + 1 valid
+    clips; ben is the test reader)."""
     root = tmp_path_factory.mktemp("train")
     src = root / "src"
     rate = 44100
     t = np.arange(int(0.6 * rate)) / rate
     for s, speaker in enumerate(("ann", "ben")):
         (src / speaker).mkdir(parents=True)
-        for i in range(3):
+        for i in range(4):
             sweep = 0.3 * np.sin(2 * np.pi * (100 + 3000 * (i + 1) * t) * t)
             x = sweep + 0.03 * np.random.default_rng(10 * s + i).standard_normal(t.size)
             sf.write(src / speaker / f"{speaker}_{i}.wav", x, rate)
@@ -232,8 +243,10 @@ def test_examples_are_a_function_of_seed_and_index(data_dir):
     lr2, hr2, d2 = SegmentSampler(clips(data_dir, "train", SR), SR, 2400, cfg, seed=3).example(5)
     assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and d1 == d2
     assert 0.3 <= np.max(np.abs(hr1)) <= 0.95 + 1e-6  # normalised to a random peak level
-    full_lr, full_hr, cutoffs = sampler.batch(4, 4)
-    assert cutoffs.tolist() == [np.float32(sampler.example(16 + i)[2].cutoff_hz) for i in range(4)]
+    full_lr, full_hr, cutoffs, edges = sampler.batch(4, 4)
+    drawn = [sampler.example(16 + i)[2] for i in range(4)]
+    assert cutoffs.tolist() == [np.float32(d.cutoff_hz) for d in drawn]
+    assert edges.tolist() == [np.float32(d.input_rate / 2) for d in drawn]  # where a host knows the band ends
     halves = [sampler.batch(4, 4, rank=r, world=2) for r in (0, 1)]
     assert np.array_equal(
         np.concatenate([h[0] for h in halves]), full_lr
@@ -368,7 +381,7 @@ def test_checkpoint_of_an_older_config_version_still_loads(data_dir, tmp_path):
     _run(data_dir, tmp_path / "run", 1)
     path = tmp_path / "run" / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    del ckpt["generator_spec"]["config"]["band_gain_db"]  # a field added after the run was made
+    del ckpt["generator_spec"]["config"]["level_slope"]  # a field added after the run was made
     torch.save(ckpt, path)
     trainer = Trainer(tiny_config(), data_dir, tmp_path / "run", options(1))
     trainer.load_checkpoint()
@@ -410,3 +423,135 @@ def test_fit_cli_help_and_errors(data_dir, tmp_path, capsys):
     assert "give --max-steps and/or --max-minutes" in capsys.readouterr().err
     assert main(["fit", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--max-steps", "1"]) == 2
     assert "has no manifest.json" in capsys.readouterr().err
+
+
+# ---- splits: validation and held-out speakers --------------------------------------------------------
+def _manifest(train: dict[str, int], test: dict[str, int]) -> dict:
+    """A manifest dict with `n` clips per speaker (paths out of order, as a manifest may list them)."""
+
+    def entries(split, speakers):
+        found = [
+            {"path": f"{split}/{s}/{s}_{i:02d}.wav", "speaker": s, "frames": 1000}
+            for s, n in speakers.items()
+            for i in range(n)
+        ]
+        return found[::-1]
+
+    return {"sample_rate": SR, "splits": {"train": entries("train", train), "test": entries("test", test)}}
+
+
+def _paths(entries):
+    return [e["path"] for e in entries]
+
+
+def test_split_entries_derive_a_validation_split_per_speaker():
+    tracks = {f"track{i:02d}": 1 for i in range(12)}  # music: one clip per track
+    meta = _manifest({"fr": 25, "ru": 2, "be": 1, **tracks}, {"es": 3})
+    stored = _paths(meta["splits"]["train"])
+    train, valid = _paths(split_entries(meta, "train")), _paths(split_entries(meta, "valid"))
+    assert not set(train) & set(valid) and sorted(train + valid) == sorted(stored)
+    assert train == [p for p in stored if p not in valid]  # manifest order kept
+    by = {s: [p for p in valid if f"/{s}/" in p] for s in ("fr", "ru")}
+    assert by["fr"] == ["train/fr/fr_20.wav", "train/fr/fr_10.wav", "train/fr/fr_00.wav"]  # one in 10
+    assert by["ru"] == ["train/ru/ru_00.wav"]  # at least one of a speaker with >= 2 clips
+    singles = [p for p in valid if "/fr/" not in p and "/ru/" not in p]
+    assert singles == ["train/track09/track09_00.wav", "train/be/be_00.wav"]  # whole one-clip speakers
+    assert split_entries(meta, "test") == meta["splits"]["test"]
+    shuffled = {
+        **meta,
+        "splits": {
+            **meta["splits"],
+            "train": meta["splits"]["train"][::3]
+            + meta["splits"]["train"][1::3]
+            + meta["splits"]["train"][2::3],
+        },
+    }
+    assert sorted(_paths(split_entries(shuffled, "valid"))) == sorted(valid)  # by path, not by listing order
+    assert _paths(split_entries(meta, "train", valid_every=0)) == stored  # runs made before the split
+    assert split_entries(meta, "valid", valid_every=0) == []
+
+
+def test_hold_out_moves_speakers_out_of_train_and_valid():
+    meta = _manifest({"fr": 12, "ru": 5, "be": 4}, {"es": 2})
+    valid = _paths(split_entries(meta, "valid"))
+    train = split_entries(meta, "train", hold_out=["ru"])
+    held = split_entries(meta, "held_out", hold_out=["ru"])
+    assert {e["speaker"] for e in train} == {"fr", "be"}
+    assert _paths(split_entries(meta, "valid", hold_out=["ru"])) == [p for p in valid if "/ru/" not in p]
+    assert sorted(_paths(held)) == [f"train/ru/ru_{i:02d}.wav" for i in range(5)]  # its valid clip too
+    assert split_entries(meta, "held_out") == []
+    assert split_entries(meta, "test", hold_out=["ru"]) == meta["splits"]["test"]
+    with pytest.raises(ValueError, match=r"hold-out speaker\(s\) \['es'\] are not in the train split"):
+        split_entries(meta, "train", hold_out=["es"])
+    music = _manifest({"pkg-a/t1": 1, "pkg-a/t2": 1, "pkg-b/t1": 1}, {"pkg-c/t1": 1})
+    assert _paths(split_entries(music, "held_out", hold_out=["pkg-a"])) == [
+        "train/pkg-a/t2/pkg-a/t2_00.wav",
+        "train/pkg-a/t1/pkg-a/t1_00.wav",
+    ]  # a package holds out its tracks
+    assert {e["speaker"] for e in split_entries(music, "train", hold_out=["pkg-a"])} <= {"pkg-b/t1"}
+    with pytest.raises(ValueError, match="leaves no speaker to train on"):
+        split_entries(meta, "train", hold_out=["fr", "ru", "be"])
+
+
+def test_clips_reads_the_derived_splits(data_dir):
+    stored = {e["path"] for e in load_manifest(data_dir)["splits"]["train"]}
+    train, valid = clips(data_dir, "train", SR), clips(data_dir, "valid", SR)
+    assert len(train) == 3 and len(valid) == 1
+    assert {str(c.path.relative_to(data_dir)) for c in train + valid} == stored
+    assert len(clips(data_dir, "train", SR, valid_every=0)) == 4
+    assert {c.speaker for c in clips(data_dir, "test", SR)} == {"ben"}
+    with pytest.raises(ValueError, match="split 'held_out' is empty"):
+        clips(data_dir, "held_out", SR)
+
+
+def _relabelled(data_dir, tmp_path):
+    """A copy of data_dir whose last train clip belongs to a second reader, cat."""
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    meta = load_manifest(data)
+    cat = max(meta["splits"]["train"], key=lambda e: e["path"])
+    cat["speaker"] = "cat"
+    (data / "manifest.json").write_text(json.dumps(meta))
+    return data, cat["path"]
+
+
+def test_trainer_holds_out_speakers_augments_and_validates_on_valid(data_dir, tmp_path, monkeypatch):
+    data, cat = _relabelled(data_dir, tmp_path)
+    trainer = Trainer(tiny_config(hold_out=("cat",)), data, tmp_path / "run", options(1))
+    assert {c.speaker for c in trainer.sampler.clips} == {"ann"}
+    assert all(not str(c.path).endswith(cat) for c in trainer.sampler.clips)
+    assert trainer.sampler.augment == AugmentConfig()
+    assert Trainer(tiny_config(augment=False), data, tmp_path / "off", options(1)).sampler.augment is None
+    seen = []
+    monkeypatch.setattr(
+        trainer_module, "validation_segments", lambda found, segment, count: seen.extend(found) or []
+    )
+    monkeypatch.setattr(Trainer, "validate", lambda self, segments: [])
+    trainer.opt = dataclasses.replace(trainer.opt, eval_every=1)
+    assert trainer.fit() == 1
+    valid = [e["path"] for e in split_entries(load_manifest(data), "valid", ["cat"])]
+    assert len(valid) == 1 and [str(c.path.relative_to(data)) for c in seen] == valid  # not test, not cat
+
+
+def test_fit_cli_no_augment_and_hold_out_are_fixed_for_the_run(data_dir, tmp_path):
+    out = tmp_path / "run"
+    base = ["fit", "--data", str(data_dir), "--out", str(out), "--max-steps", "1"]
+    cfg = train_config(parser().parse_args([*base, "--no-augment", "--hold-out", "ru", "fr"]))
+    assert cfg.augment is False and cfg.hold_out == ("fr", "ru")
+    assert train_config(parser().parse_args(base)).augment is True
+    out.mkdir()
+    (out / CONFIG).write_text(json.dumps(cfg.to_dict()))
+    assert train_config(parser().parse_args(base)) == cfg  # resumed: the run's own settings
+    assert train_config(parser().parse_args([*base, "--hold-out", "fr", "ru"])) == cfg
+    with pytest.raises(ValueError, match=r"other values of \['hold_out'\]"):
+        train_config(parser().parse_args([*base, "--hold-out", "fr"]))
+
+
+def test_a_config_saved_before_augmentation_and_the_split_resumes_as_it_ran(data_dir, tmp_path):
+    old = tiny_config().to_dict()
+    for key in ("augment", "valid_every", "hold_out"):
+        del old[key]
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.augment, cfg.valid_every, cfg.hold_out) == (False, 0, ())
+    trainer = Trainer(cfg, data_dir, tmp_path / "run", options(1))
+    assert trainer.sampler.augment is None and len(trainer.sampler.clips) == 4  # the whole train split

@@ -14,14 +14,17 @@ PROG = "python -m models.train"
 FIT_HELP = """\
 Train a generator with the GAN recipe of a preset on a prepared folder (see `prepare`).
 
-Each step crops segments of --segment-seconds from the train split, draws a random degradation
+Each step crops segments of --segment-seconds from the train split, randomly colours the full-band
+crop (spectral tilt, peaking EQ, a mild room, microphone low-cut/shelf, low-level noise; --no-augment:
+off) so the model cannot memorise how bright the few training voices are, draws a random degradation
 per segment (input rate from the preset's list or a same-rate cutoff, filter family and order,
 optional MP3 round trip), brings it back to the model rate with the live path's resampler and
 trains the generator to restore the target: multi-resolution STFT + mel-STFT losses, plus
 adversarial and feature-matching losses against the preset's discriminators.
 
 RUN_DIR gets: config.json, checkpoint.pt (resumable bit for bit), train.csv (losses),
-valid.csv (LSD / LSD-HF of input, noisefill and model on test-split crops, per input rate)
+valid.csv (LSD / LSD-HF of input, noisefill and model on crops of the validation split: one in 10
+train clips of each speaker, never trained on and never the reported test split; per input rate)
 and, at the end, generator.safetensors + generator.json (loadable with
 `models.registry.load_model(PATH)`, `python -m models.evaluate --model PATH`).
 
@@ -100,6 +103,15 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--input-rates", type=int, nargs="+")
     s.add_argument("--mp3-prob", type=float)
     s.add_argument("--same-rate-prob", type=float)
+    s.add_argument(
+        "--no-augment", action="store_true", help="train on the targets as recorded (no random colouring)"
+    )
+    s.add_argument(
+        "--hold-out",
+        nargs="+",
+        metavar="SPEAKER",
+        help="train-split speakers to leave out of training and validation (leave-one-source-out)",
+    )
     s.add_argument("--seed", type=int)
     s.add_argument("--init", help="start from these generator weights (.safetensors): fine-tuning")
     s.add_argument("--w-band", type=float, dest="w_band", help="weight of the given-band (phase-aware) loss")
@@ -113,16 +125,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="RUN_DIR of `fit`")
     p.add_argument("--data", required=True, type=Path, help="the folder the run was trained on")
     p.add_argument("--out", type=Path, help="weights path (default RUN_DIR/generator.safetensors)")
-    p.add_argument(
-        "--band-gain-db",
-        type=float,
-        help="level of the new band (dB) stored in the exported config (sweep it with models.evaluate --band-gain-db)",
-    )
-    p.add_argument(
-        "--band-level-follow",
-        type=float,
-        help="share (0-1) of the new band's level taken from the input's top band, stored in the exported config",
-    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -165,6 +167,10 @@ def train_config(args: argparse.Namespace):
         changes["generator_spec"] = json.loads(args.generator_config.read_text())
     if args.no_discriminators:
         changes["discriminators"] = ()
+    if args.no_augment:
+        changes["augment"] = False
+    if args.hold_out is not None:
+        changes["hold_out"] = tuple(args.hold_out)
     saved = args.out / CONFIG
     if saved.exists() and not args.restart:
         cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
@@ -218,7 +224,7 @@ def _export(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(json.loads((args.run / CONFIG).read_text()))
     trainer = Trainer(cfg, args.data, args.run, RunOptions(command="export"))
     trainer.load_checkpoint()
-    print(trainer.export(args.out, args.band_gain_db, args.band_level_follow))
+    print(trainer.export(args.out))
     return 0
 
 

@@ -5,13 +5,20 @@ permutation of "slots", one slot per segment length of audio, so long tracks are
 to their length), where to crop, the gain and the degradation. A batch of step s holds examples
 g = s * global_batch + rank * local_batch + i. So the data order needs no state beyond the step, a
 resumed run sees exactly the batches the uninterrupted run saw, and the number of loader workers or
-ranks never changes what a step trains on.
+ranks never changes what a step trains on. With an `AugmentConfig`, the full-band window is coloured
+(`augment.augment`, its own rng of (seed, g)) before the gain and the degradation: the target is the
+augmented signal.
+
+Splits are derived at read time (`split_entries`), so existing manifests need no rebuild: "valid" is
+every 10th clip of each speaker of the manifest's "train" split (settings are chosen on it, never on
+"test"), "train" the rest, and speakers named in `hold_out` leave both for a "held_out" split.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +27,15 @@ import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .augment import AugmentConfig, augment
 from .degrade import Degradation, DegradeConfig, apply, draw
 
 MANIFEST = "manifest.json"
 CONTEXT = 4096  # samples read on each side of a crop so filter edges fall outside it
 GAIN_RANGE = (0.3, 0.95)  # peak level of a training segment
 SILENT_PEAK = 1e-4  # segments quieter than this are left at their level rather than normalised
+VALID_EVERY = 10  # every 10th train clip of a speaker is for validation
+DERIVED_SPLITS = ("train", "valid", "held_out")
 
 
 @dataclass(frozen=True)
@@ -49,19 +59,79 @@ def load_manifest(data_dir: Path) -> dict:
     return meta
 
 
-def clips(data_dir: Path, split: str, sample_rate: int) -> list[Clip]:
-    """The clips of `split`, checked against the model's `sample_rate`."""
+def split_entries(
+    meta: dict, split: str, hold_out: Sequence[str] = (), valid_every: int = VALID_EVERY
+) -> list[dict]:
+    """The manifest entries of `split`, with the validation split derived at read time.
+
+    - "valid": of each speaker of the manifest's "train" split with >= 2 clips, every `valid_every`-th
+      clip by sorted path (the first included, so at least one); speakers with a single clip (a music
+      track) are pooled and every `valid_every`-th of them (when there are >= 2) goes whole to "valid";
+    - "train": the manifest's train split minus "valid", in manifest order;
+    - "held_out": the train-split clips of the `hold_out` speakers, who leave "train" and "valid" (a
+      name also holds out every speaker below it, e.g. a music package "ufoai-music" its tracks);
+    - "test" (or any other stored split): as stored.
+
+    `valid_every=0` derives no validation split ("train" is the whole stored train split, as runs made
+    before the split existed trained). Which clips are "valid" does not depend on `hold_out`."""
+    if valid_every < 0:
+        raise ValueError(f"valid_every must be >= 0, got {valid_every}")
+    stored = meta["splits"]
+    if split not in DERIVED_SPLITS:
+        return list(stored.get(split) or [])
+    train = list(stored.get("train") or [])
+    speakers = sorted({str(e["speaker"]) for e in train})
+    # A name holds out that speaker, or every speaker below it ("ufoai-music": a package's tracks).
+    names = [str(h).rstrip("/") for h in hold_out]
+    held = {s for s in speakers if any(s == h or s.startswith(h + "/") for h in names)}
+    unknown = sorted(h for h in names if not any(s == h or s.startswith(h + "/") for s in speakers))
+    if unknown:
+        shown = ", ".join(speakers[:12]) + (f", ... ({len(speakers)} in all)" if len(speakers) > 12 else "")
+        raise ValueError(f"hold-out speaker(s) {unknown} are not in the train split; it has: {shown}")
+    if held and held == set(speakers):
+        raise ValueError(f"hold-out {sorted(names)} leaves no speaker to train on")
+    if split == "held_out":
+        return [e for e in train if str(e["speaker"]) in held]
+    valid: set[str] = set()
+    if valid_every > 0:
+        by_speaker: dict[str, list[dict]] = {}
+        for e in sorted(train, key=lambda e: str(e["path"])):
+            by_speaker.setdefault(str(e["speaker"]), []).append(e)
+        singles = [v[0] for v in by_speaker.values() if len(v) == 1]
+        for v in by_speaker.values():
+            if len(v) >= 2:
+                valid.update(str(e["path"]) for e in v[::valid_every])
+        if len(singles) >= 2:  # whole tracks: validation on tracks the model never trained on
+            valid.update(str(e["path"]) for e in sorted(singles, key=lambda e: str(e["path"]))[::valid_every])
+    want = split == "valid"
+    return [e for e in train if str(e["speaker"]) not in held and (str(e["path"]) in valid) == want]
+
+
+def clips(
+    data_dir: Path,
+    split: str,
+    sample_rate: int,
+    *,
+    hold_out: Sequence[str] = (),
+    valid_every: int = VALID_EVERY,
+) -> list[Clip]:
+    """The clips of `split` (see `split_entries`), checked against the model's `sample_rate`."""
     meta = load_manifest(data_dir)
     if int(meta["sample_rate"]) != sample_rate:
         raise ValueError(
             f"{data_dir} was prepared at {meta['sample_rate']} Hz but the model runs at {sample_rate} Hz; "
             f"prepare it again with the matching --kind"
         )
-    if not meta["splits"].get(split):
-        raise ValueError(f"{data_dir}: split {split!r} is empty or missing (have {sorted(meta['splits'])})")
-    return [
-        Clip(Path(data_dir) / e["path"], int(e["frames"]), str(e["speaker"])) for e in meta["splits"][split]
-    ]
+    entries = split_entries(meta, split, hold_out, valid_every)
+    if not entries:
+        have = sorted(set(meta["splits"]) | set(DERIVED_SPLITS))
+        hint = (
+            f" (it takes one in {valid_every} train clips of each speaker with >= 2 clips)"
+            if split == "valid"
+            else ""
+        )
+        raise ValueError(f"{data_dir}: split {split!r} is empty or missing{hint} (splits: {have})")
+    return [Clip(Path(data_dir) / e["path"], int(e["frames"]), str(e["speaker"])) for e in entries]
 
 
 class UnreadableAudio(ValueError):
@@ -115,6 +185,7 @@ class SegmentSampler:
         degrade: DegradeConfig,
         seed: int = 0,
         context: int = CONTEXT,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if not clips:
             raise ValueError("clips is empty: nothing to train on")
@@ -126,6 +197,7 @@ class SegmentSampler:
             )
         self.clips, self.sample_rate, self.segment = clips, sample_rate, segment
         self.degrade, self.seed, self.context = degrade, seed, context
+        self.augment = augment
         slots = np.array([max(1, c.frames // segment) for c in clips])
         self._slot_clip = np.repeat(np.arange(len(clips)), slots)
         self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
@@ -172,6 +244,9 @@ class SegmentSampler:
         else:  # a short clip lands at a random place inside the segment
             start = -int(rng.integers(0, self.segment - clip.frames + 1))
         window = read_window(clip.path, start - self.context, self.segment + 2 * self.context)
+        if self.augment is not None:
+            # Its own rng: the crop, gain and degradation stay those of the run without augmentation.
+            window = augment(window, self.sample_rate, np.random.default_rng([self.seed, 2, g]), self.augment)
         core = window[self.context : self.context + self.segment]
         peak = float(np.max(np.abs(core))) if core.size else 0.0
         if peak > SILENT_PEAK:
@@ -185,18 +260,24 @@ class SegmentSampler:
         self, step: int, batch: int, rank: int = 0, world: int = 1
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This rank's share of global batch `step`: (lowres, target), each (batch // world, segment),
-        and each example's low-pass cutoff in Hz (batch // world,)."""
+        each example's low-pass cutoff in Hz (batch // world,), and where a host would know its band
+        ends (the input rate's Nyquist frequency, or the same-rate cutoff), in Hz (batch // world,)."""
         if batch % world:
             raise ValueError(f"batch size {batch} must be divisible by the world size {world}")
         local = batch // world
         first = step * batch + rank * local
         examples = [self.example(first + i) for i in range(local)]
         cutoffs = np.array([d.cutoff_hz for _, _, d in examples], dtype=np.float32)
-        return np.stack([e[0] for e in examples]), np.stack([e[1] for e in examples]), cutoffs
+        # Where a host knows the band ends: the input's Nyquist frequency, or the same-rate cutoff.
+        edges = np.array(
+            [d.input_rate / 2 if d.input_rate < self.sample_rate else d.cutoff_hz for _, _, d in examples],
+            dtype=np.float32,
+        )
+        return np.stack([e[0] for e in examples]), np.stack([e[1] for e in examples]), cutoffs, edges
 
 
 class BatchStream(IterableDataset):
-    """Yields (step, lowres, target, cutoffs) for steps start, start + 1, ...; loader workers
+    """Yields (step, lowres, target, cutoffs, band edges) for steps start, start + 1, ...; loader workers
     interleave steps.
 
     With a DataLoader(batch_size=None, num_workers=W), worker w makes steps start + w, start + w + W,
@@ -221,8 +302,8 @@ class BatchStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         step = self.start + worker
         while self.stop is None or step < self.stop:
-            lowres, target, cutoffs = self.sampler.batch(step, self.batch, self.rank, self.world)
-            yield step, torch.from_numpy(lowres), torch.from_numpy(target), torch.from_numpy(cutoffs)
+            arrays = self.sampler.batch(step, self.batch, self.rank, self.world)
+            yield step, *(torch.from_numpy(a) for a in arrays)
             step += workers
 
 

@@ -24,7 +24,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write
+from ..band_level import batch_level_state
 from ..config import JsonConfig
 from ..streaming import StreamingModule
+from .augment import AugmentConfig
 from .data import MANIFEST, BatchStream, SegmentSampler, clips, readable_clips, validation_segments
 from .degrade import DegradeConfig, to_model_rate
 from .discriminators import Discriminators, split_batch
@@ -66,6 +68,9 @@ class TrainConfig(JsonConfig):
     same_rate_prob: float = 0.0
     same_rate_cutoff: tuple[float, float] = (4000.0, 16000.0)
     mp3_prob: float = 0.1
+    augment: bool = True  # randomise the target's colouring (data.AugmentConfig defaults) before degrading
+    valid_every: int = 10  # one in this many train clips per speaker is for validation (0: no split)
+    hold_out: tuple[str, ...] = ()  # train-split speakers left out of training (leave-one-source-out)
     segment_seconds: float = 1.0
     batch_size: int = 16
     lr: float = 2e-4
@@ -102,6 +107,10 @@ class TrainConfig(JsonConfig):
         self.betas = tuple(float(b) for b in self.betas)
         self.discriminators = tuple(self.discriminators)
         self.mel_resolutions = tuple(tuple(int(v) for v in r) for r in self.mel_resolutions)
+        held = (self.hold_out,) if isinstance(self.hold_out, str) else self.hold_out
+        self.hold_out = tuple(sorted({str(s) for s in held}))  # order-free: one run per set of speakers
+        if self.valid_every < 0:
+            raise ValueError(f"valid_every must be >= 0, got {self.valid_every}")
         if self.batch_size < 1 or self.segment_seconds <= 0:
             raise ValueError(
                 f"batch_size and segment_seconds must be positive, got {self.batch_size}, {self.segment_seconds}"
@@ -110,6 +119,14 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"adversarial must be 'lsgan' or 'hinge', got {self.adversarial!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        # A config saved before these fields existed trained without them: resume it as it ran.
+        return super().from_dict({**LEGACY_DEFAULTS, **data})
+
+
+LEGACY_DEFAULTS = {"augment": False, "valid_every": 0}
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -343,7 +360,9 @@ class Trainer:
         degrade = DegradeConfig(
             self.sample_rate, cfg.input_rates, cfg.same_rate_prob, cfg.same_rate_cutoff, mp3_prob=cfg.mp3_prob
         )
-        train_clips, dropped = readable_clips(clips(self.data, "train", self.sample_rate))
+        train_clips, dropped = readable_clips(
+            clips(self.data, "train", self.sample_rate, hold_out=cfg.hold_out, valid_every=cfg.valid_every)
+        )
         if dropped:
             print(
                 f"skipping {len(dropped)} unreadable training file(s) of {len(train_clips) + len(dropped)}, "
@@ -352,7 +371,14 @@ class Trainer:
             )
         if not train_clips:
             raise ValueError(f"{self.data}: no training file can be read; run `prepare` again")
-        self.sampler = SegmentSampler(train_clips, self.sample_rate, self.segment, degrade, cfg.seed)
+        self.sampler = SegmentSampler(
+            train_clips,
+            self.sample_rate,
+            self.segment,
+            degrade,
+            cfg.seed,
+            augment=AugmentConfig() if cfg.augment else None,
+        )
         self.manifest_digest = _file_digest(self.data / MANIFEST)
         self.step = 0
         self._elapsed_base = 0.0  # training seconds of earlier runs (from the checkpoint)
@@ -391,13 +417,23 @@ class Trainer:
                     group["lr"] = lr
         return lr
 
-    def train_step(self, lowres: Tensor, target: Tensor, cutoff_hz: Tensor) -> dict[str, Tensor]:
-        """One optimisation step on a batch (cutoff_hz: each example's low-pass cutoff); returns
-        detached loss terms."""
+    def _level(self, band_edge_hz: Sequence[float]) -> dict[str, Tensor]:
+        """The band-level state a host gives each example: its band edge, the crossover at the live
+        resampler's passband edge below it (models/band_level.py)."""
+        from realtime.resample import PASSBAND
+
+        return batch_level_state(self.generator.config, band_edge_hz, PASSBAND, self.device)
+
+    def train_step(
+        self, lowres: Tensor, target: Tensor, cutoff_hz: Tensor, band_edge_hz: Tensor
+    ) -> dict[str, Tensor]:
+        """One optimisation step on a batch (cutoff_hz: each example's low-pass cutoff; band_edge_hz:
+        where a host knows its band ends, the input's Nyquist frequency or a same-rate cutoff);
+        returns detached loss terms."""
         cfg, lat = self.cfg, self.latency
         lr = self._set_lr()
         self.generator.train()
-        fake = self.g_run(lowres)[:, lat:]
+        fake = self.g_run(lowres, self._level(band_edge_hz.tolist()))[:, lat:]
         real = target[:, : target.shape[1] - lat]
         logs: dict[str, Tensor] = {"lr": torch.tensor(lr)}
         adversarial = self.d_run is not None and self.step >= cfg.adv_start
@@ -483,18 +519,11 @@ class Trainer:
         self.step, self._elapsed_base = int(ckpt["step"]), float(ckpt["elapsed"])
         self.commands = list(ckpt["commands"])
 
-    def export(
-        self,
-        path: Path | None = None,
-        band_gain_db: float | None = None,
-        band_level_follow: float | None = None,
-    ) -> Path:
-        """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry,
-        optionally with the level of its new band set (see realtime/band_merge.py)."""
-        from ..registry import save_model, with_band_level
+    def export(self, path: Path | None = None) -> Path:
+        """The final generator (the EMA copy when there is one) as safetensors + JSON via the registry."""
+        from ..registry import save_model
 
         model = self.ema.module if self.ema is not None else self.generator
-        model = with_band_level(model, band_gain_db, band_level_follow)
         commands = self.commands or [self.opt.command]
         info = {
             "command": commands[0],
@@ -525,7 +554,10 @@ class Trainer:
         for rate in self.cfg.input_rates:
             inputs = [to_model_rate(downsample(s, sr, rate), rate, sr, s.size) for s in segments]
             out = (
-                model(torch.tensor(np.stack(inputs), dtype=torch.float32, device=self.device))
+                model(
+                    torch.tensor(np.stack(inputs), dtype=torch.float32, device=self.device),
+                    self._level([rate / 2] * len(inputs)),
+                )
                 .cpu()
                 .double()
                 .numpy()
@@ -550,7 +582,7 @@ class Trainer:
         return rows
 
     # ---- the loop -------------------------------------------------------------------------------
-    def _batches(self, stop: int | None) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+    def _batches(self, stop: int | None) -> Iterator[tuple[int, Tensor, Tensor, Tensor, Tensor]]:
         stream = BatchStream(self.sampler, self.cfg.batch_size, self.step, stop, self.rank, self.world)
         loader = torch.utils.data.DataLoader(
             stream,
@@ -584,8 +616,17 @@ class Trainer:
             log = CsvLog(self.out / "train.csv", LOG_FIELDS, self.step)
             valid = CsvLog(self.out / "valid.csv", VALID_FIELDS, self.step)
             if opt.eval_every > 0:
-                test = clips(self.data, "test", self.sample_rate)
-                val_segments = validation_segments(test, self.segment, opt.eval_clips)
+                # Settings are chosen on "valid", never on the reported test split; a run made before
+                # the split existed keeps validating on test so its valid.csv stays one series.
+                split = "valid" if self.cfg.valid_every > 0 else "test"
+                found = clips(
+                    self.data,
+                    split,
+                    self.sample_rate,
+                    hold_out=self.cfg.hold_out,
+                    valid_every=self.cfg.valid_every,
+                )
+                val_segments = validation_segments(found, self.segment, opt.eval_clips)
             if opt.progress:
                 from tqdm import tqdm
 

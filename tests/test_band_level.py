@@ -1,0 +1,191 @@
+"""The new band's level: the input's top band continued above its edge, the one place that sets it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models import evaluate as ev
+from models.band_level import (
+    CORRECTION_DB,
+    BandLevel,
+    analysis_edges,
+    correction_gain,
+    level_state,
+)
+from models.excitation import band_edges
+from models.registry import build_model, with_config
+from realtime.processor import process_offline
+
+SR = 48000
+CONFIG = {
+    "noise_bands": 12,
+    "noise_low_hz": 3500.0,
+    "sample_rate": SR,
+    "level_slope": 2.0,
+    "level_window": 512,
+}
+
+
+def sloped_noise(
+    seconds: float, slope: float, band_edge_hz: float | None = None, seed: int = 0
+) -> np.ndarray:
+    """Noise whose power density falls as f^-slope above 1 kHz, optionally cut (FFT) at `band_edge_hz`."""
+    n = int(seconds * SR)
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    spec *= np.where(f > 1000, (1000 / np.maximum(f, 1)) ** (slope / 2), 1.0)
+    if band_edge_hz is not None:
+        spec[f >= band_edge_hz] = 0
+    x = np.fft.irfft(spec, n)
+    return 0.2 * x / np.abs(x).max()
+
+
+def band_power(x: np.ndarray, lo: float, hi: float) -> float:
+    p = ev.power_spectrogram(x)[4:-4]
+    f = ev.bin_frequencies(SR)
+    return float(p[:, (f >= lo) & (f < hi)].mean())
+
+
+def test_the_rule_gives_no_power_below_the_crossover_and_more_to_wider_bands():
+    state = level_state(CONFIG, 8000.0, 7200.0)
+    edges = band_edges(12, 3500.0, SR)
+    rule, top = state["level.rule"], state["level.top"]
+    assert rule.shape == (12,) and top.shape == (analysis_edges().size - 1,)
+    np.testing.assert_array_equal(rule[edges[1:] <= 7200.0], 0)
+    assert (rule[edges[1:] > 7200.0] > 0).all()
+    inside = (analysis_edges()[1:] > 8000 / math.sqrt(2)) & (analysis_edges()[:-1] < 7200.0)
+    assert (top[inside] > 0).all() and (top[~inside] == 0).all()
+    # steeper slope: less power far above the edge
+    steep = level_state({**CONFIG, "level_slope": 4.0}, 8000.0, 7200.0)["level.rule"]
+    assert steep[-1] < rule[-1]
+
+
+@pytest.mark.parametrize("edge", [1000.0, 23000.0])
+def test_a_band_edge_outside_the_measured_range_is_a_clear_error(edge):
+    with pytest.raises(ValueError, match="band edge|cut_hz"):
+        level_state(CONFIG, edge, 0.9 * edge)
+
+
+def test_a_generator_without_excitation_needs_no_level():
+    assert level_state({**CONFIG, "noise_bands": 0}, 8000.0, 7200.0) == {}
+
+
+def test_band_level_reads_the_top_band_power_of_white_noise():
+    """Calibration: for white noise the rule's power per band equals the density times the slope's
+    integral, to within 0.5 dB, whatever the band edge."""
+    module = BandLevel(12, SR, hop=16, window=512)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, SR)).astype(np.float32))
+    for edge in (4000.0, 8000.0, 12000.0):
+        state = {
+            **module.init_state(1),
+            **{
+                k.split(".")[1]: torch.from_numpy(v)[None]
+                for k, v in level_state({**CONFIG, "level_slope": 0.0}, edge, 0.9 * edge).items()
+            },
+        }
+        amp, _ = module.step(x, state)
+        power = amp[0, :, 64:].square().mean(-1).numpy()  # after the first window
+        edges = band_edges(12, 3500.0, SR)
+        expected = (edges[1:] - edges[:-1]) / (SR / 2)  # slope 0: white continues white
+        live = power > 1e-12  # bands below the crossover get nothing
+        np.testing.assert_allclose(10 * np.log10(power[live] / expected[live]), 0.0, atol=0.5)
+
+
+def test_band_level_streams_exactly():
+    module = BandLevel(12, SR, hop=16, window=512)
+    x = torch.from_numpy(sloped_noise(0.2, 2.0)[None].astype(np.float32))[:, :9600]
+    state = {
+        **module.init_state(1),
+        **{
+            k.split(".")[1]: torch.from_numpy(v)[None] for k, v in level_state(CONFIG, 8000.0, 7200.0).items()
+        },
+    }
+    whole, _ = module.step(x, state)
+    parts, pos = [], 0
+    for n in (16, 480, 32, 1600, 7472):
+        y, state = module.step(x[:, pos : pos + n], state)
+        parts.append(y)
+        pos += n
+    torch.testing.assert_close(torch.cat(parts, -1), whole, rtol=0, atol=1e-6)
+
+
+def test_correction_is_bounded_and_zero_at_zero():
+    gain = correction_gain(torch.tensor([-1e3, 0.0, 1e3]))
+    db = 20 * torch.log10(gain)
+    torch.testing.assert_close(db, torch.tensor([-CORRECTION_DB, 0.0, CORRECTION_DB]))
+
+
+def _zero_correction(name: str, slope: float) -> torch.nn.Module:
+    """An untrained preset whose waveform and level corrections are zero: the rule alone."""
+    model = with_config(build_model(name), level_slope=slope).eval()
+    with torch.no_grad():
+        if name == "speech":  # the weight-normed output conv: zero gain and bias
+            for key, p in model.post.named_parameters():
+                if key.endswith(("original0", "bias")):
+                    p.zero_()
+        else:  # already zero-initialised: the spectral correction and the gain map
+            assert all(p.abs().sum() == 0 for p in model.decoder[-1].conv_tr.parameters())
+    return model
+
+
+@pytest.mark.parametrize(("name", "input_rate"), [("speech", 16000), ("speech", 8000), ("music", 11025)])
+def test_zero_correction_plays_noisefills_level(name, input_rate):
+    """Acceptance: on a signal with a known 1/f^2 slope an untrained generator (zero correction) puts
+    the new band at noisefill's level (the same rule, slope 2) within 1 dB, and at the reference's."""
+    model = _zero_correction(name, slope=2.0)
+    sr = model.sample_rate
+    reference = sloped_noise(3.0, 2.0, seed=2)[: 3 * sr]
+    lowres = ev.downsample(reference, sr, input_rate)
+    out = process_offline(model, lowres.astype(np.float32), input_rate, backend="torch")[
+        : reference.size
+    ].astype(np.float64)
+    filled = ev.noisefill(ev.baseline(lowres, input_rate, sr, reference.size), sr, input_rate)
+    lo, hi = input_rate / 2, min(ev.MAX_HZ, sr / 2)
+    model_db = 10 * math.log10(band_power(out, lo, hi))
+    assert abs(model_db - 10 * math.log10(band_power(filled, lo, hi))) < 1.0
+    assert abs(model_db - 10 * math.log10(band_power(reference, lo, hi))) < 1.0
+
+
+@pytest.mark.parametrize("input_rate", [16000, 8000])
+def test_the_given_band_passes_unchanged(input_rate):
+    """Acceptance: a band-limited chirp comes out of the speech preset with its band intact (SNR-LB
+    >= 60 dB against the same chirp made at 48 kHz), although the chirp's top half-octave drives a
+    loud new band just above it."""
+    model = build_model("speech").eval()  # untrained: whatever it does to the low band is cut away
+
+    def chirp(rate: int) -> np.ndarray:
+        t = np.arange(int(2.0 * rate)) / rate
+        f0, f1 = 200.0, 0.875 * input_rate / 2  # up to the crossover (0.9 x the Nyquist frequency)
+        phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * 2.0))
+        return 0.5 * np.sin(phase) * np.hanning(t.size)
+
+    lowres = chirp(input_rate).astype(np.float32)
+    out = process_offline(model, lowres, input_rate, backend="torch").astype(np.float64)
+    assert ev.snr_lb(chirp(SR), out, SR, input_rate) >= 60.0
+    assert ev.snr(chirp(SR), out) < 40.0  # the new band is there: the full band differs
+
+
+@pytest.mark.parametrize(("name", "input_rate"), [("speech", 16000), ("music", 11025)])
+def test_the_new_band_is_there_from_the_first_block(name, input_rate):
+    """A stream's new band does not fade in: on steady noise its level over the first 50 ms of output
+    is within 3 dB of the level a second later (the shipped weights, through file mode)."""
+    from models.registry import load_model
+
+    model = load_model(name).eval()
+    sr = model.sample_rate
+    reference = sloped_noise(1.5, 2.0, seed=4)[: int(1.5 * sr)]
+    lowres = ev.downsample(reference, sr, input_rate)
+    out = process_offline(model, lowres.astype(np.float32), input_rate, backend="torch")
+    spec = np.fft.rfftfreq(2400, 1 / sr)
+
+    def new_band_db(segment: np.ndarray) -> float:
+        p = np.abs(np.fft.rfft(segment * np.hanning(segment.size))) ** 2
+        return 10 * math.log10(p[(spec >= input_rate / 2) & (spec < 16000)].mean())
+
+    first = new_band_db(out[:2400])  # 50 ms at 48 kHz (54 ms at 44.1 kHz)
+    later = new_band_db(out[sr : sr + 2400])
+    assert abs(first - later) < 3.0
