@@ -125,8 +125,15 @@ def test_debian_speech_selection_from_an_unpacked_package(tmp_path):
         sf.write(stamps / f"cat_desc_{lang}.ogg", full_band(1), RATE)
     sf.write(stamps / "cat.ogg", full_band(1), RATE)  # a sound effect, not a description
     (root / ".extracted").touch()  # already fetched: nothing is downloaded
-    found = {(c.speaker, c.split) for c in pp.debian_candidates("speech", tmp_path / "cache")}
+    other = root / "usr" / "share" / "tuxpaint" / "stamps" / "toys"  # the same stamp name elsewhere
+    other.mkdir(parents=True)
+    sf.write(other / "cat_desc_fr.ogg", full_band(1), RATE)
+    candidates = pp.debian_candidates("speech", tmp_path / "cache")
+    found = {(c.speaker, c.split) for c in candidates}
     assert found == {("fr", "train"), ("ru", "train"), ("be", "train"), ("es", "test")}
+    names = [c.name for c in candidates]
+    assert len(names) == len(set(names)) == 5  # no output overwrites another
+    assert {"fr/animals_cat_desc_fr", "fr/toys_cat_desc_fr", "ru/cat_desc_ru"} <= set(names)
 
 
 def test_pk3_archives_are_unpacked_audio_only(tmp_path):

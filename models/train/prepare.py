@@ -230,11 +230,15 @@ def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
     if kind == "speech":
         root = fetch_package(SPEECH_PACKAGE, cache)
         pattern = re.compile(r"_desc_([a-z]+)\.ogg$")
-        for p in audio_files(root):
-            m = pattern.search(p.name)
-            if m and m.group(1) in SPEECH_TRAIN + SPEECH_TEST:
-                split = "test" if m.group(1) in SPEECH_TEST else "train"
-                out.append(Candidate(p, split, m.group(1), f"{m.group(1)}/{p.stem}"))
+        files = [(p, m.group(1)) for p in audio_files(root) if (m := pattern.search(p.name))]
+        # The same stamp name appears in several categories: those keep their folder in the name,
+        # so no output file overwrites another.
+        stems = Counter(p.stem for p, _ in files)
+        for p, lang in files:
+            if lang in SPEECH_TRAIN + SPEECH_TEST:
+                split = "test" if lang in SPEECH_TEST else "train"
+                stem = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+                out.append(Candidate(p, split, lang, f"{lang}/{stem}"))
         return out
     for split, packages in (("train", MUSIC_TRAIN), ("test", MUSIC_TEST)):
         for package in packages:
