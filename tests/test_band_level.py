@@ -189,3 +189,17 @@ def test_the_new_band_is_there_from_the_first_block(name, input_rate):
     first = new_band_db(out[:2400])  # 50 ms at 48 kHz (54 ms at 44.1 kHz)
     later = new_band_db(out[sr : sr + 2400])
     assert abs(first - later) < 3.0
+
+
+def test_a_same_rate_input_gets_the_level_only_with_its_band_edge():
+    from realtime.processor import Processor
+
+    model = build_model("speech").eval()
+    unknown = Processor(model, 48000, backend="torch")
+    assert unknown._state_values == {} and unknown._merge is None  # the generator runs alone
+    named = Processor(model, 48000, backend="torch", input_cutoff_hz=8000.0)
+    for key, value in level_state(model.config, 8000.0, 7200.0).items():
+        np.testing.assert_array_equal(named._state_values[key], value)
+    assert named._merge is not None and named.latency == unknown.latency + named._merge.delay
+    with pytest.raises(ValueError, match="input_cutoff_hz"):
+        Processor(model, 48000, backend="torch", input_cutoff_hz=30000.0)
