@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -68,12 +69,16 @@ def analysis_filters(sample_rate: int, window: int) -> np.ndarray:
     return np.concatenate([h.real, h.imag])[:, None, ::-1].astype(np.float32).copy()  # conv1d correlates
 
 
+@lru_cache(maxsize=8)
 def _effective_bandwidth(sample_rate: int, window: int) -> np.ndarray:
     """Per analysis band, the white-noise power density that reads as power 1 (Hz): sum |h|^2 * rate / 2
-    (a real signal's one-sided density spreads over both the band and its mirror)."""
+    (a real signal's one-sided density spreads over both the band and its mirror). Cached: the trainer
+    asks for it for every example of every step. Read-only."""
     h = analysis_filters(sample_rate, window)[:, 0].astype(np.float64)
     k = h.shape[0] // 2
-    return (h[:k] ** 2 + h[k:] ** 2).sum(axis=1) * sample_rate / 2
+    width = (h[:k] ** 2 + h[k:] ** 2).sum(axis=1) * sample_rate / 2
+    width.flags.writeable = False
+    return width
 
 
 def level_state(config: Any, cut_hz: float, crossover_hz: float) -> dict[str, np.ndarray]:

@@ -9,8 +9,9 @@ linear-phase FIR (Kaiser window), `delay` samples long in group delay: the compl
 lowpass(dry) + highpass(wet). Its stop band ends at `cutoff_hz` (the host puts it at its
 resampler's passband edge, 0.9 x the input's Nyquist frequency) and its transition lies above it,
 where the upsampled input is already rolling off: below the cut the output is the input itself
-(the model's part is 80 dB down there), so a generator cannot damage the band it was given. The level of the new band is
-the generator's own (models/band_level.py owns it); the merge never rescales it.
+(the model's part is 80 dB down there), so a generator cannot damage the band it was given. The
+level of the new band is the generator's own (models/band_level.py owns it); the merge never
+rescales it.
 
 The idea is known as low-frequency replacement (AudioSR's post-processing); here it is causal and
 streaming, at a fixed cost of `delay` samples of latency.

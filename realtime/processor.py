@@ -133,16 +133,18 @@ def _is_torch_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _level_values(model: Any, stepper: Stepper, band_edge_hz: float | None) -> dict[str, np.ndarray]:
+def _level_values(
+    model: Any, stepper: Stepper, band_edge_hz: float | None, crossover_hz: float | None
+) -> dict[str, np.ndarray]:
     """State values that set the level of the model's new band from the input's own top band
-    (models/band_level.py) for an input whose band ends at `band_edge_hz`, with the band merge's
-    crossover at the resampler's passband edge below it; none when the edge is unknown."""
+    (models/band_level.py) for an input whose band ends at `band_edge_hz`, with the band merge
+    taking the model's output above `crossover_hz`; none when the edge is unknown."""
     config = getattr(model, "config", None) or getattr(stepper, "config", None)
-    if band_edge_hz is None or config is None:
+    if band_edge_hz is None or crossover_hz is None or config is None:
         return {}
     from models.band_level import level_state
 
-    return level_state(config, band_edge_hz, PASSBAND * band_edge_hz)
+    return level_state(config, band_edge_hz, crossover_hz)
 
 
 def make_stepper(model: Any, backend: str = "auto") -> tuple[Stepper, str]:
@@ -401,13 +403,15 @@ class Processor(_HostPath):
             band_edge_hz = float(input_cutoff_hz)
         else:
             band_edge_hz = None
+        crossover_hz = PASSBAND * band_edge_hz if band_edge_hz is not None else None
         self._merge = (
-            BandMerge(model_rate, PASSBAND * band_edge_hz, int(channels), int(self.stepper.latency))
-            if band_edge_hz is not None
+            BandMerge(model_rate, crossover_hz, int(channels), int(self.stepper.latency))
+            if crossover_hz is not None
             else None
         )
-        # The new band's level follows the input's top band (models/band_level.py).
-        self._state_values = _level_values(model, self.stepper, band_edge_hz)
+        # The new band's level follows the input's top band (models/band_level.py), above the same
+        # crossover the merge uses.
+        self._state_values = _level_values(model, self.stepper, band_edge_hz, crossover_hz)
         merge_delay = self._merge.delay if self._merge is not None else 0
         prefill = _prefill(input_rate, model_rate, output_rate, self.model_block)
         super().__init__(
