@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .band_level import BandLevel, correction_gain
+from .band_level import BandLevel, check_level_shape, correction_gain, power_law_shape, upgrade_level_fields
 from .config import JsonConfig
 from .excitation import NoiseBands, band_edges
 from .mamba import Mamba
@@ -78,9 +78,15 @@ class AEROMambaConfig(JsonConfig):
     noise_bands: int = 0  # > 0: a noise excitation (models/excitation.py) with this many bands
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
     level_window: int = 512  # samples of input each level frame (one per hop) measures (models/band_level.py)
-    level_slope: float = 2.0  # the rule's power slope above the input's top band: (f_top / f) ** slope
+    # The rule's level above the input's top band (models/band_level.py): (Hz, dB) of a typical
+    # spectrum, and a dB offset; the default is noisefill's f ** -2.
+    level_shape: tuple[tuple[float, float], ...] = power_law_shape(2.0)
+    level_offset_db: float = 0.0
+
+    upgrade = staticmethod(upgrade_level_fields)  # runs that stored one level_slope
 
     def __post_init__(self) -> None:
+        self.level_shape = check_level_shape(self.level_shape)
         self.strides = tuple(int(s) for s in self.strides)
         self.dec_kernel = tuple(int(k) for k in self.dec_kernel)
         check_framing(self.n_fft, self.hop)
@@ -130,7 +136,28 @@ def music_config() -> AEROMambaConfig:
     """
     return AEROMambaConfig(
         noise_bands=12,
-        level_slope=5.0,  # fitted on validation tracks of the training soundtracks (docs/TRAINING.md)
+        # `python -m models.train fit-level --preset music --max-seconds 60` on the validation split (docs/TRAINING.md)
+        level_shape=(
+            (1000, 0),
+            (1189.2, -1.04),
+            (1414.2, -4.39),
+            (1681.8, -5.54),
+            (2000, -8.22),
+            (2378.4, -10.33),
+            (2828.4, -11.93),
+            (3363.6, -13.54),
+            (4000, -17.05),
+            (4756.8, -19.68),
+            (5656.9, -23.48),
+            (6727.2, -26.98),
+            (8000, -29.95),
+            (9513.7, -33.66),
+            (11313.7, -39.12),
+            (13454.3, -43.46),
+            (16000, -52.16),
+            (19027.3, -66.64),
+        ),
+        level_offset_db=-1.83,
         channels=16,
         strides=(8, 8),
         kernel_size=16,

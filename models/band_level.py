@@ -4,11 +4,14 @@ This module is the one owner of the new band's level. A host that knows the inpu
 Nyquist frequency, or a same-rate effect's cutoff) knows where the given band ends; the level of
 everything above it starts from the input's own top half-octave continued above the edge:
 
-    power density at f  =  D_top * (f_top / f) ** slope          (f above the top band)
+    power density at f  =  D_top * 10 ** ((S(f) - S_top + offset) / 10)      (f above the top band)
 
 where D_top is the input's power density in its top half-octave [cut / sqrt 2, crossover] (the
-crossover is where the host starts taking the model's output) and f_top that band's geometric
-centre: the evaluator's noisefill rule, made causal and streaming. `BandLevel` measures the top
+crossover is where the host starts taking the model's output), S(f) the config's level shape in dB
+(a typical long-term spectrum, piecewise linear in log frequency) and S_top its power mean over the
+top band: the top band continued with a typical spectrum's shape. With S = -10 slope log10 f this is
+the evaluator's noisefill rule (slope 2), made causal and streaming; `python -m models.train
+fit-level` fits S and the offset on a validation split. `BandLevel` measures the top
 band's short-term power with a fixed bank of complex band-pass filters, one frame per `hop`
 samples, and returns the amplitude that rule gives each excitation band. The generator multiplies
 it by a bounded correction (`correction_gain`: at most +-CORRECTION_DB) that it predicts from the
@@ -44,6 +47,51 @@ ANALYSIS_LOW_HZ = 2000.0  # lowest top band: an 8 kHz input's [2.83, 3.6] kHz
 ANALYSIS_HIGH_HZ = 20000.0  # highest: a 44.1 kHz input to a 48 kHz model, [15.6, 19.8] kHz
 ANALYSIS_BANDS_PER_OCTAVE = 4
 STATE_PREFIX = "level"  # both generators keep their BandLevel under this name
+SHAPE_POINTS_PER_BAND = 64  # quadrature points per band when integrating the shape
+
+
+def power_law_shape(slope: float) -> tuple[tuple[float, float], ...]:
+    """A level shape falling as f ** -slope: (Hz, dB) at 1 and 24 kHz (log-linear, extrapolated)."""
+    return ((1000.0, 0.0), (24000.0, round(-10.0 * slope * math.log10(24.0), 6)))
+
+
+def check_level_shape(shape: Any) -> tuple[tuple[float, float], ...]:
+    """`shape` as a tuple of (Hz, dB) pairs, or ValueError: >= 2 points, frequencies increasing."""
+    points = tuple((float(f), float(db)) for f, db in shape)
+    hz = [f for f, _ in points]
+    if len(points) < 2 or hz[0] <= 0 or any(b <= a for a, b in zip(hz[:-1], hz[1:])):
+        raise ValueError(f"level_shape needs >= 2 (Hz, dB) points with increasing Hz > 0, got {shape}")
+    if not all(math.isfinite(db) for _, db in points):
+        raise ValueError(f"level_shape levels must be finite, got {shape}")
+    return points
+
+
+def upgrade_level_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict from before level shapes (one `level_slope`) as the same rule's shape."""
+    if "level_slope" not in data:
+        return data
+    data = dict(data)
+    data["level_shape"] = power_law_shape(float(data.pop("level_slope")))
+    return data
+
+
+def shape_db(shape: Any, hz: np.ndarray) -> np.ndarray:
+    """The shape's level (dB) at `hz`: linear in log frequency, extended beyond its ends by the
+    first / last segment's slope."""
+    points = np.asarray(shape, dtype=np.float64)
+    x, y = np.log(points[:, 0]), points[:, 1]
+    t = np.log(np.asarray(hz, dtype=np.float64))
+    inner = np.interp(t, x, y)
+    below = y[0] + (t - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
+    above = y[-1] + (t - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
+    return np.where(t < x[0], below, np.where(t > x[-1], above, inner))
+
+
+def _shape_power(shape: Any, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Integral of 10 ** (S(f) / 10) df over each [lo, hi] (log-spaced trapezoids)."""
+    f = np.geomspace(lo, hi, SHAPE_POINTS_PER_BAND, axis=-1)
+    density = 10.0 ** (shape_db(shape, f) / 10.0)
+    return ((density[..., 1:] + density[..., :-1]) / 2 * np.diff(f, axis=-1)).sum(axis=-1)
 
 
 def analysis_edges() -> np.ndarray:
@@ -86,9 +134,11 @@ def level_state(config: Any, cut_hz: float, crossover_hz: float) -> dict[str, np
     frequency, or a same-rate cutoff) with the host taking the model's output above `crossover_hz`.
 
     `config`: the generator's config (dataclass or dict with noise_bands, noise_low_hz, sample_rate,
-    level_slope, level_window). Returns {"level.top": (K,), "level.rule": (bands,)} float32; empty for
+    level_shape, level_offset_db, level_window; a dict may still hold a `level_slope`). Returns {"level.top": (K,), "level.rule": (bands,)} float32; empty for
     a generator without excitation.
     """
+    if isinstance(config, Mapping):
+        config = upgrade_level_fields(dict(config))
     get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
     bands = int(get("noise_bands", 0) or 0)
     if not bands:
@@ -96,7 +146,8 @@ def level_state(config: Any, cut_hz: float, crossover_hz: float) -> dict[str, np
     rate = int(get("sample_rate"))
     if not 0 < crossover_hz <= cut_hz < rate / 2:
         raise ValueError(f"need 0 < crossover_hz <= cut_hz < {rate / 2}, got {crossover_hz}, {cut_hz}")
-    slope, window = float(get("level_slope")), int(get("level_window"))
+    shape, window = check_level_shape(get("level_shape")), int(get("level_window"))
+    offset_db = float(get("level_offset_db", 0.0) or 0.0)
     lo, hi = cut_hz / math.sqrt(2), crossover_hz
     if hi <= lo:  # a crossover far below the cut: measure the half-octave below it instead
         lo = hi / math.sqrt(2)
@@ -109,16 +160,11 @@ def level_state(config: Any, cut_hz: float, crossover_hz: float) -> dict[str, np
     # Top-band power = sum_k top_k * |z_k|^2: each analysis band's share inside [lo, hi], read as power.
     overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
     top = overlap / _effective_bandwidth(rate, window)  # |z|^2 / width = density; * overlap = power
-    # Excitation band b's power per unit of top-band power: the rule's density integrated over b.
+    # Excitation band b's power per unit of top-band power: the shape's power over b relative to its
+    # power over the top band, times the offset.
     noise = band_edges(bands, float(get("noise_low_hz")), rate)
-    f_top = math.sqrt(lo * hi)
-
-    def integral(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # of (f_top / f) ** slope
-        if abs(slope - 1.0) < 1e-9:
-            return f_top * np.log(b / a)
-        return f_top**slope * (b ** (1 - slope) - a ** (1 - slope)) / (1 - slope)
-
-    rule = integral(noise[:-1], noise[1:]) / (hi - lo)
+    top_power = _shape_power(shape, np.array(lo), np.array(hi))
+    rule = _shape_power(shape, noise[:-1], noise[1:]) / top_power * 10.0 ** (offset_db / 10.0)
     rule[noise[1:] <= crossover_hz] = 0.0  # the host keeps the input's band there
     return {f"{STATE_PREFIX}.top": top.astype(np.float32), f"{STATE_PREFIX}.rule": rule.astype(np.float32)}
 

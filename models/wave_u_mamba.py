@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .band_level import BandLevel, correction_gain
+from .band_level import BandLevel, check_level_shape, correction_gain, power_law_shape, upgrade_level_fields
 from .config import JsonConfig
 from .excitation import NoiseBands
 from .layers import (
@@ -73,11 +73,17 @@ class WaveUMambaConfig(JsonConfig):
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
     level_hop: int = 16  # samples per level frame (models/band_level.py); divides 2**levels
     level_window: int = 512  # samples of input each level frame measures
-    level_slope: float = 2.0  # the rule's power slope above the input's top band: (f_top / f) ** slope
+    # The rule's level above the input's top band (models/band_level.py): (Hz, dB) of a typical
+    # spectrum, and a dB offset; the default is noisefill's f ** -2.
+    level_shape: tuple[tuple[float, float], ...] = power_law_shape(2.0)
+    level_offset_db: float = 0.0
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
 
+    upgrade = staticmethod(upgrade_level_fields)  # runs that stored one level_slope
+
     def __post_init__(self) -> None:
+        self.level_shape = check_level_shape(self.level_shape)
         for name in ("channels", "down_mambas", "up_kernels", "up_mambas", "resblock_dilations"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         levels = len(self.channels)
@@ -131,7 +137,28 @@ def speech_config() -> WaveUMambaConfig:
         up_mambas=(1, 0, 0, 0),
         resblock_dilations=(1,),
         causal=True,
-        level_slope=3.25,  # fitted on the training readers' validation clips (docs/TRAINING.md)
+        # `python -m models.train fit-level --preset speech` on the validation split (docs/TRAINING.md)
+        level_shape=(
+            (1000, 0),
+            (1189.2, -2.84),
+            (1414.2, -2.54),
+            (1681.8, -3.7),
+            (2000, -5.19),
+            (2378.4, -6.21),
+            (2828.4, -7.1),
+            (3363.6, -7.39),
+            (4000, -8.99),
+            (4756.8, -11.11),
+            (5656.9, -12.72),
+            (6727.2, -12.39),
+            (8000, -15.45),
+            (9513.7, -17.85),
+            (11313.7, -20.96),
+            (13454.3, -25.22),
+            (16000, -30.48),
+            (19027.3, -46.93),
+        ),
+        level_offset_db=-1.96,
     )
 
 

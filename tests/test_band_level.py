@@ -15,6 +15,7 @@ from models.band_level import (
     analysis_edges,
     correction_gain,
     level_state,
+    power_law_shape,
 )
 from models.excitation import band_edges
 from models.registry import build_model, with_config
@@ -25,7 +26,7 @@ CONFIG = {
     "noise_bands": 12,
     "noise_low_hz": 3500.0,
     "sample_rate": SR,
-    "level_slope": 2.0,
+    "level_shape": power_law_shape(2.0),
     "level_window": 512,
 }
 
@@ -60,7 +61,7 @@ def test_the_rule_gives_no_power_below_the_crossover_and_more_to_wider_bands():
     inside = (analysis_edges()[1:] > 8000 / math.sqrt(2)) & (analysis_edges()[:-1] < 7200.0)
     assert (top[inside] > 0).all() and (top[~inside] == 0).all()
     # steeper slope: less power far above the edge
-    steep = level_state({**CONFIG, "level_slope": 4.0}, 8000.0, 7200.0)["level.rule"]
+    steep = level_state({**CONFIG, "level_shape": power_law_shape(4.0)}, 8000.0, 7200.0)["level.rule"]
     assert steep[-1] < rule[-1]
 
 
@@ -84,7 +85,9 @@ def test_band_level_reads_the_top_band_power_of_white_noise():
             **module.init_state(1),
             **{
                 k.split(".")[1]: torch.from_numpy(v)[None]
-                for k, v in level_state({**CONFIG, "level_slope": 0.0}, edge, 0.9 * edge).items()
+                for k, v in level_state(
+                    {**CONFIG, "level_shape": power_law_shape(0.0)}, edge, 0.9 * edge
+                ).items()
             },
         }
         amp, _ = module.step(x, state)
@@ -121,7 +124,7 @@ def test_correction_is_bounded_and_zero_at_zero():
 
 def _zero_correction(name: str, slope: float) -> torch.nn.Module:
     """An untrained preset whose waveform and level corrections are zero: the rule alone."""
-    model = with_config(build_model(name), level_slope=slope).eval()
+    model = with_config(build_model(name), level_shape=power_law_shape(slope), level_offset_db=0.0).eval()
     with torch.no_grad():
         if name == "speech":  # the weight-normed output conv: zero gain and bias
             for key, p in model.post.named_parameters():
@@ -203,3 +206,44 @@ def test_a_same_rate_input_gets_the_level_only_with_its_band_edge():
     assert named._merge is not None and named.latency == unknown.latency + named._merge.delay
     with pytest.raises(ValueError, match="input_cutoff_hz"):
         Processor(model, 48000, backend="torch", input_cutoff_hz=30000.0)
+
+
+def test_a_power_law_shape_gives_the_power_laws_integral():
+    """The shape rule with f ** -slope: each band's power per unit of top-band power is the closed-form
+    integral of f ** -slope over the band divided by its integral over the top band."""
+    slope, cut, crossover = 3.0, 8000.0, 7200.0
+    rule = level_state({**CONFIG, "level_shape": power_law_shape(slope)}, cut, crossover)["level.rule"]
+    edges = band_edges(12, 3500.0, SR)
+
+    def integral(a, b):
+        return (b ** (1 - slope) - a ** (1 - slope)) / (1 - slope)
+
+    expected = integral(edges[:-1], edges[1:]) / integral(cut / math.sqrt(2), crossover)
+    live = edges[1:] > crossover
+    np.testing.assert_allclose(rule[live], expected[live], rtol=2e-3)
+    louder = level_state(
+        {**CONFIG, "level_shape": power_law_shape(slope), "level_offset_db": 3.0}, cut, crossover
+    )
+    np.testing.assert_allclose(louder["level.rule"], rule * 10**0.3, rtol=1e-5)
+
+
+def test_a_config_with_the_old_single_slope_loads_as_that_power_law():
+    from models.wave_u_mamba import WaveUMambaConfig, speech_config
+
+    old = speech_config().to_dict()
+    del old["level_shape"], old["level_offset_db"]
+    old["level_slope"] = 3.25
+    config = WaveUMambaConfig.from_dict(old)
+    assert config.level_shape == power_law_shape(3.25) and config.level_offset_db == 0.0
+    for key, value in level_state(old, 8000.0, 7200.0).items():  # the dict form (an ONNX graph's) too
+        np.testing.assert_array_equal(level_state(config, 8000.0, 7200.0)[key], value)
+
+
+@pytest.mark.parametrize(
+    "shape", [((1000.0, 0.0),), ((2000.0, 0.0), (1000.0, -3.0)), ((1000.0, 0.0), (2000.0, float("nan")))]
+)
+def test_a_bad_level_shape_is_a_clear_error(shape):
+    from models.wave_u_mamba import WaveUMambaConfig
+
+    with pytest.raises(ValueError, match="level_shape"):
+        WaveUMambaConfig(level_shape=shape)

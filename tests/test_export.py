@@ -319,12 +319,16 @@ def test_default_block_is_about_10_ms(tiny):
     assert default_block_size(type("M", (), {"sample_rate": 44100, "block_multiple": 256})) == 512
 
 
+LEVEL_SHAPE = ((1000.0, 0.0), (6000.0, -14.0), (19000.0, -40.0))  # not a preset's: the graph must carry it
+
 # The shipped presets, randomly initialised; exporting one takes 10-20 s, so only speech runs by default.
 @pytest.fixture(scope="module", params=["speech", pytest.param("music", marks=pytest.mark.slow)])
 def preset(request, tmp_path_factory):
     registry = pytest.importorskip("models.registry")
     torch.manual_seed(0)
-    model = registry.with_config(registry.load_model(request.param, pretrained=False), level_slope=2.5)
+    model = registry.with_config(
+        registry.load_model(request.param, pretrained=False), level_shape=LEVEL_SHAPE, level_offset_db=-1.5
+    )
     path = export_onnx(model, tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx")
     return model, OnnxStreamer(path, providers=["CPUExecutionProvider"])
 
@@ -347,7 +351,8 @@ def test_preset_graph_carries_the_band_level_for_the_host(preset):
     from realtime.processor import Processor
 
     model, runner = preset
-    assert runner.config.level_slope == model.config.level_slope == 2.5
+    assert runner.config.level_offset_db == model.config.level_offset_db == -1.5
+    assert model.config.level_shape == LEVEL_SHAPE
     for key, value in level_state(model.config, 8000.0, 7200.0).items():
         np.testing.assert_array_equal(level_state(runner.config, 8000.0, 7200.0)[key], value)
     x = 0.1 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)

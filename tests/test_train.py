@@ -381,7 +381,7 @@ def test_checkpoint_of_an_older_config_version_still_loads(data_dir, tmp_path):
     _run(data_dir, tmp_path / "run", 1)
     path = tmp_path / "run" / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    del ckpt["generator_spec"]["config"]["level_slope"]  # a field added after the run was made
+    del ckpt["generator_spec"]["config"]["level_offset_db"]  # a field added after the run was made
     torch.save(ckpt, path)
     trainer = Trainer(tiny_config(), data_dir, tmp_path / "run", options(1))
     trainer.load_checkpoint()

@@ -127,12 +127,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="weights path (default RUN_DIR/generator.safetensors)")
 
 
+def _add_fit_level(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-level",
+        help="fit the new band's level rule (shape, offset) on the validation split",
+        description=(
+            "Fit the rule that sets the new band's level before any correction (models/band_level.py): the "
+            "shape is the validation clips' mean log spectrum (each source weighted alike), the offset makes "
+            "its level bias zero on average over the sources and the preset's input rates. Prints the "
+            "config fields to put into the preset and the per-source validation bias; the test split is "
+            "never read."
+        ),
+    )
+    p.add_argument("--preset", default="speech", choices=("speech", "music"), help="whose input rates")
+    p.add_argument("--data", required=True, type=Path, help="folder made by `prepare` (manifest.json)")
+    p.add_argument("--max-seconds", type=float, help="read at most this much of each clip")
+    p.add_argument("--hold-out", nargs="+", default=[], help="speakers/sources to leave out of the fit")
+    p.add_argument("--json", type=Path, help="also write the fit here")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="livesr training: data preparation, training, export.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_fit(sub)
     _add_export(sub)
+    _add_fit_level(sub)
     return p
 
 
@@ -228,6 +248,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_level(args: argparse.Namespace) -> int:
+    from realtime.resample import PASSBAND
+
+    from .level_fit import fit_level, report, to_json
+    from .trainer import PRESETS
+
+    fit = fit_level(args.data, PRESETS[args.preset].input_rates, PASSBAND, args.max_seconds, args.hold_out)
+    print(report(fit))
+    if args.json is not None:
+        args.json.write_text(to_json(fit))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -255,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(summary(manifest))
             return 0
+        if args.command == "fit-level":
+            return _fit_level(args)
         if args.command == "fit":
             return _fit(args, argv)
         return _export(args)
