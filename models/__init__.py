@@ -1,1 +1,6 @@
-"""Streaming generators (Wave-U-Mamba, AEROMamba), their layers, presets and weights."""
+"""Generators, their streaming contract, training and evaluation. `WEIGHTS_DIR` holds the shipped
+presets' weights, configs and exported graphs; importing this package imports no torch."""
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .band_level import BandLevel, check_level_shape, correction_gain, power_law_shape, upgrade_level_fields
+from .band_level import BandLevel, correction_gain
 from .config import JsonConfig
-from .excitation import NoiseBands, band_edges
+from .dsp.level import band_edges, check_level_shape, power_law_shape, upgrade_level_fields
+from .excitation import NoiseBands
 from .mamba import Mamba
 from .spectral import (
     CausalTimeConv,
@@ -130,7 +131,7 @@ def music_config() -> AEROMambaConfig:
     the first layer only (it keeps the global 256x256 frequency map that carries the low band up), a
     (3 freq x 1 frame) decoder conv. 0.32 M parameters. Cost is dominated by per-operator overhead at
     one to two frames per call, so layers were cut before channels. Sized for 512-sample blocks
-    (2 hops, 11.6 ms); see `python -m models.aero_mamba --preset music --block 512`. A 12-band noise
+    (2 hops, 11.6 ms); see `python -m realtime profile --model music --backend torch --model-block 512`. A 12-band noise
     excitation supplies the unpredictable part of the missing band (see models/excitation.py) at the
     level the input implies, times a correction the network predicts (models/band_level.py).
     """
@@ -435,44 +436,3 @@ class AEROMamba(_Composite):
 def parameter_count(model: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _benchmark(preset: str, block: int, blocks: int, warmup: int) -> None:
-    """Per-block cost of `step` on one thread: wall clock and this thread's CPU time, p50/p99/max."""
-    import os
-    import time
-
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    model = AEROMamba({"music": music_config, "paper": paper_config}[preset]()).eval()
-    signal = 0.1 * torch.randn(1, block * (blocks + warmup), generator=torch.Generator().manual_seed(0))
-    state, wall, cpu = model.init_state(1), [], []
-    with torch.inference_mode():
-        for i in range(blocks + warmup):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            _, state = model.step(signal[:, i * block : (i + 1) * block], state)
-            if i >= warmup:
-                wall.append(time.perf_counter() - t0)
-                cpu.append(time.thread_time() - c0)
-    period = 1e3 * block / model.sample_rate
-    print(f"{preset}: {parameter_count(model):,} parameters, latency {model.latency} samples, block {block}")
-    for name, times in (("wall", wall), ("cpu", cpu)):
-        ms = torch.tensor(times, dtype=torch.float64) * 1e3
-        p50, p99 = ms.median().item(), ms.quantile(0.99).item()
-        print(
-            f"  {name}: p50 {p50:.3f} ms  p99 {p99:.3f} ms  max {ms.max().item():.3f} ms  "
-            f"(block {period:.2f} ms; p99 = {100 * p99 / period:.0f} %)"
-        )
-    print(f"  {blocks} blocks after {warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Time AEROMamba.step block by block on one CPU thread.")
-    parser.add_argument("--preset", choices=("music", "paper"), default="music")
-    parser.add_argument("--block", type=int, default=512, help="samples per block (a multiple of the hop)")
-    parser.add_argument("--blocks", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=50)
-    args = parser.parse_args()
-    _benchmark(args.preset, args.block, args.blocks, args.warmup)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .dsp.level import band_edges
 from .streaming import State, StreamingModule, with_context
 
 PERIOD = 1 << 17  # table length: 2.7 s at 48 kHz, far longer than any pattern an ear locks on to
@@ -43,14 +44,6 @@ def hash_noise(n: int, seed: int = 0) -> np.ndarray:
     u = (x.astype(np.float64) + 0.5) / 2.0**32
     u1, u2 = u[0::2], u[1::2]
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-
-
-def band_edges(bands: int, low_hz: float, sample_rate: int) -> np.ndarray:
-    """`bands` + 1 log-spaced edges from `low_hz` to the Nyquist frequency."""
-    nyquist = sample_rate / 2
-    if bands < 1 or not 0 < low_hz < nyquist:
-        raise ValueError(f"need bands >= 1 and 0 < low_hz < {nyquist}, got bands={bands}, low_hz={low_hz}")
-    return np.geomspace(low_hz, nyquist, bands + 1)
 
 
 def band_noise(

@@ -17,10 +17,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import WEIGHTS_DIR
 from .atomic import atomic_write
 from .streaming import StreamingModule
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -81,7 +80,7 @@ def build_from_spec(family: str, config: dict, preset: str = "custom") -> Stream
 
 
 def with_config(model: StreamingModule, **changes: object) -> StreamingModule:
-    """A copy of a generator with some config fields changed and the same weights (e.g. level_slope)."""
+    """A copy of a generator with some config fields changed and the same weights (e.g. level_shape)."""
     config = {**model.config.to_dict(), **changes}
     clone = build_from_spec(family_of(model), config, getattr(model, "preset", "custom"))
     clone.load_state_dict(model.state_dict())

@@ -100,8 +100,3 @@ class FlatStep(nn.Module):
                 f"step returned state keys {sorted(set(new) ^ set(self.keys))[:5]} it was not given"
             )
         return (y, *(new[k] for k in self.keys))
-
-
-def state_size(state: State) -> int:
-    """Number of scalars in a state (bytes = 4 x this: states are fp32)."""
-    return sum(t.numel() for t in state.values())

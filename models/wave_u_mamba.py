@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .band_level import BandLevel, check_level_shape, correction_gain, power_law_shape, upgrade_level_fields
+from .band_level import BandLevel, correction_gain
 from .config import JsonConfig
+from .dsp.level import check_level_shape, power_law_shape, upgrade_level_fields
 from .excitation import NoiseBands
 from .layers import (
     AvgPool1d,

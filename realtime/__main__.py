@@ -1,7 +1,25 @@
-"""`python -m realtime`: see realtime.cli."""
+"""`python -m realtime` / `livesr`: live and file mode (realtime.cli), or a subcommand.
+
+Subcommands are dispatched here, above the modules that implement them, so that none of those
+modules imports another's entry point.
+"""
+
+from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from .cli import main
 
-sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["profile"]:
+        from .profile import main as profile_main
+
+        return profile_main(argv[1:])
+    from .cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

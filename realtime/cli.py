@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from models.atomic import atomic_write
 
 PROG = "python -m realtime"
 STANDARD_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+NO_DEVICES = "no audio devices found (PortAudio lists none; is a sound server or ALSA device available?)"
 
 
 class CliError(Exception):
@@ -39,7 +41,7 @@ def device_table(kind: str | None = None) -> str:
     sd = _sd()
     devices = sd.query_devices()
     if kind is None:
-        return str(devices)
+        return str(devices) if len(devices) else NO_DEVICES
     key = f"max_{kind}_channels"
     usable = [f"{d['index']} {d['name']!r} ({d[key]} ch)" for d in devices if d[key] > 0]
     return ", ".join(usable) or "none"
@@ -102,33 +104,49 @@ def check_device_rate(device: int, rate: int, channels: int, kind: str) -> None:
 
 
 # ---- model ------------------------------------------------------------------------------------------------
-def load_generator(name: str, random_init: bool, fallback_random: bool = False) -> tuple[Any, bool]:
-    """(generator, trained?) for a preset name or a .safetensors path.
+def load_generator(
+    name: str,
+    random_init: bool,
+    fallback_random: bool = False,
+    backend: str = "auto",
+    threads: int = 1,
+    block_size: int | None = None,
+) -> tuple[Any, bool]:
+    """(generator, trained?) for a preset name or a .safetensors path (see `realtime.generators`:
+    a shipped preset runs its ONNX graph without torch).
 
     A preset without shipped weights is refused unless `random_init` (live and file mode: the output
     would be untrained) or `fallback_random` (profiling: timing does not depend on weight values).
     """
-    from models.registry import PRESETS, WeightsError, WeightsNotFoundError, load_model
+    from .generators import GeneratorUnavailable
+    from .generators import load_generator as load
 
-    is_preset = name in PRESETS
+    def build(pretrained: bool) -> Any:
+        return load(name, backend, pretrained, threads, block_size)
+
     try:
-        if is_preset and random_init:
-            return load_model(name, pretrained=False), False
-        return load_model(name, pretrained=True), True
-    except WeightsNotFoundError as err:
-        if not is_preset:
-            raise CliError(str(err)) from None
-        if fallback_random:
+        if random_init:
+            return build(False), False
+        try:
+            return build(True), True
+        except FileNotFoundError as err:
+            from models.registry import PRESETS, WeightsNotFoundError  # the torch path: torch is there
+
+            if not isinstance(err, WeightsNotFoundError) or name not in PRESETS:
+                raise
+            if not fallback_random:
+                raise CliError(
+                    f"preset {name!r} ships no trained weights yet; pass --random-init to run it with untrained "
+                    "random weights (for testing the audio path)"
+                ) from None
             print(
                 f"note: {name!r} ships no trained weights yet; timing random weights (same cost)",
                 file=sys.stderr,
             )
-            return load_model(name, pretrained=False), False
-        raise CliError(
-            f"preset {name!r} ships no trained weights yet; pass --random-init to run it with untrained "
-            "random weights (for testing the audio path)"
-        ) from None
-    except (WeightsError, ValueError, OSError) as err:
+            return build(False), False
+    except GeneratorUnavailable as err:
+        raise CliError(str(err)) from None
+    except (ValueError, OSError) as err:  # models.registry.WeightsError / WeightsNotFoundError
         raise CliError(f"cannot load model {name!r}: {err}") from None
 
 
@@ -174,6 +192,62 @@ def make_processor(
 
 
 # ---- file mode ----------------------------------------------------------------------------------------------
+# Sample encodings copied from the input to the output when the output format takes them; any other
+# input encoding (MP3, Vorbis, Opus, ADPCM, ...) is not re-used: the output gets its format's default.
+PCM_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
+
+
+def output_subtype(fmt: str, input_subtype: str) -> str | None:
+    """The input's subtype when it is plain PCM or float and `fmt` can hold it, else `fmt`'s default."""
+    import soundfile as sf
+
+    if input_subtype in PCM_SUBTYPES and sf.check_format(fmt, input_subtype):
+        return input_subtype
+    return sf.default_subtype(fmt)
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether `a` and `b` name the same file: the same inode when both exist, else the same resolved path."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_file_mode(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Any, str]:
+    """(soundfile info of `src`, output format of `dst`), or a one-line CliError.
+
+    Refuses what would fail or do harm: a missing, unreadable or empty input, an output that is the
+    input, a folder, or in a missing folder, and an unknown output format. It reads only headers, so
+    the CLI runs it before loading any model.
+    """
+    import soundfile as sf
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise CliError(f"input file not found: {src}")
+    if same_file(src, dst):
+        raise CliError(f"output {dst} is the input file; refusing to overwrite it (choose another --output)")
+    if dst.is_dir():
+        raise CliError(f"output {dst} is a folder; --output needs a file name")
+    if not dst.parent.is_dir():
+        raise CliError(f"output folder {dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise CliError(f"output folder {dst.parent} is not writable")
+    fmt = dst.suffix[1:].upper()
+    if fmt not in sf.available_formats():
+        raise CliError(f"unsupported output format {dst.suffix!r}; use one of .wav, .flac, .ogg, ...")
+    try:
+        info = sf.info(str(src))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise CliError(f"cannot read {src}: {err}") from None
+    if info.frames <= 0:
+        raise CliError(f"input file {src} holds no audio samples")
+    return info, fmt
+
+
 def stream_file(
     processor: Any,
     read: Callable[[int], np.ndarray],
@@ -200,50 +274,61 @@ def process_file(
 
     `processor_for(input_rate, channels)` makes the processor once the file's format is known. The
     output goes to a hidden temporary file beside `dst` that replaces `dst` only when complete, so an
-    interruption or a crash never leaves a partial `dst`.
+    interruption or a crash never leaves a partial `dst`. NaN/Inf input samples are replaced by 0.0
+    one by one before the processor sees them (it would silence the whole block holding them) and
+    counted in `nonfinite_samples` (one per channel value).
     """
     import soundfile as sf
 
     src, dst = Path(src), Path(dst)
-    try:
-        info = sf.info(str(src))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise CliError(f"cannot read {src}: {err}") from None
-    fmt = dst.suffix[1:].upper()
-    if fmt not in sf.available_formats():
-        raise CliError(f"unsupported output format {dst.suffix!r}; use one of .wav, .flac, .ogg, ...")
-    subtype = info.subtype if sf.check_format(fmt, info.subtype) else None
+    info, fmt = check_file_mode(src, dst)
+    subtype = output_subtype(fmt, info.subtype)
     processor = processor_for(info.samplerate, info.channels)
     block = -(-processor.model_block * processor.input_rate // processor.model_rate)
-    if not dst.parent.is_dir():
-        raise CliError(f"output folder {dst.parent} does not exist")
     bar = None
+    run: dict[str, Any] = {"frames": 0, "nonfinite": 0, "stats": {}}
 
     def write(tmp: str) -> None:
         hooks = [h for h in (bar.update if bar else None, progress) if h is not None]
-        with (
-            sf.SoundFile(str(src)) as reader,
-            sf.SoundFile(
+        try:
+            writer = sf.SoundFile(
                 tmp,
                 "w",
                 samplerate=processor.output_rate,
                 channels=info.channels,
                 format=fmt,
                 subtype=subtype,
-            ) as writer,
-        ):
-            frames_written.append(
-                stream_file(
-                    processor,
-                    lambda k: reader.read(k, dtype="float32", always_2d=True),
-                    info.frames,
-                    writer.write,
-                    block,
-                    (lambda k: [h(k) for h in hooks]) if hooks else None,
-                )
+            )
+        except (sf.LibsndfileError, ValueError) as err:  # e.g. a rate the format cannot hold
+            raise CliError(f"cannot write {dst} ({fmt}, {subtype}): {err}") from None
+        with sf.SoundFile(str(src)) as reader, writer:
+
+            def read(k: int) -> np.ndarray:
+                try:
+                    chunk = reader.read(k, dtype="float32", always_2d=True)
+                except sf.LibsndfileError as err:
+                    raise CliError(f"cannot read {src}: {err}") from None
+                finite = np.isfinite(chunk)
+                if not finite.all():
+                    run["nonfinite"] += int(chunk.size - np.count_nonzero(finite))
+                    chunk[~finite] = 0.0
+                return chunk
+
+            def put(y: np.ndarray) -> None:
+                writer.write(y)
+                # The processor resets (stats included) when the stream ends: keep the run's counts.
+                run["stats"] = dict(vars(processor.stats))
+
+            run["frames"] = stream_file(
+                processor,
+                read,
+                info.frames,
+                put,
+                block,
+                (lambda k: [h(k) for h in hooks]) if hooks else None,
             )
 
-    frames_written: list[int] = []
+    start = time.perf_counter()
     try:
         if show_bar:
             from tqdm import tqdm
@@ -259,10 +344,30 @@ def process_file(
         "input_rate": info.samplerate,
         "output_rate": processor.output_rate,
         "input_frames": info.frames,
-        "output_frames": frames_written[0],
+        "output_frames": run["frames"],
         "latency_compensated": processor.latency,
-        "processor_stats": {k: getattr(processor.stats, k) for k in vars(processor.stats)},
+        "processor_stats": run["stats"],
+        "nonfinite_samples": run["nonfinite"],
+        "seconds": time.perf_counter() - start,
     }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def format_file_summary(result: dict) -> str:
+    """The one line file mode ends with: what was written, how fast, and what was repaired."""
+    seconds = result["seconds"]
+    speed = result["input_frames"] / result["input_rate"] / seconds if seconds > 0 else float("inf")
+    resets = result["processor_stats"].get("state_resets", 0)
+    return (
+        f"wrote {result['output']}: {result['input_frames']} samples at {result['input_rate']} Hz -> "
+        f"{result['output_frames']} samples at {result['output_rate']} Hz in {seconds:.2f} s "
+        f"({speed:.1f}x real time); latency {result['latency_compensated']} samples compensated; "
+        f"{_plural(result['nonfinite_samples'], 'non-finite sample')} replaced; "
+        f"{_plural(resets, 'model state reset')}"
+    )
 
 
 # ---- live mode ----------------------------------------------------------------------------------------------
@@ -456,7 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a preset with random, untrained weights (tests the audio path; output is not super-resolved)",
     )
     mod.add_argument(
-        "--threads", type=positive(int), default=1, metavar="N", help="torch threads (default 1)"
+        "--threads",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="threads the model may use (torch or onnxruntime; default 1)",
     )
     fm = p.add_argument_group("file mode")
     fm.add_argument("--input", metavar="FILE", help="process this audio file instead of a live device")
@@ -467,11 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Live or file mode (`python -m realtime` dispatches the subcommands, e.g. `profile`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["profile"]:
-        from .profile import main as profile_main
-
-        return profile_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -485,17 +591,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.list_devices:
-        print(device_table())
+        try:
+            table = device_table()
+        except (OSError, ImportError) as err:  # no PortAudio library
+            raise CliError(f"cannot list audio devices: {err}") from None
+        print(table)
         return 0
     if (args.input is None) != (args.output is None):
         raise CliError("file mode needs both --input FILE and --output FILE")
-    if args.input is not None and not Path(args.input).is_file():
-        raise CliError(f"input file not found: {args.input}")
+    if args.input is not None:
+        check_file_mode(args.input, args.output)  # before a model loads: a bad path should not wait for it
+    if args.summary_json and not Path(args.summary_json).parent.is_dir():
+        raise CliError(f"--summary-json folder {Path(args.summary_json).parent} does not exist")
     devices = open_devices(args) if args.input is None else None
-    import torch
-
-    torch.set_num_threads(args.threads)
-    model, trained = load_generator(args.model, args.random_init)
+    model, trained = load_generator(
+        args.model, args.random_init, backend=args.backend, threads=args.threads, block_size=args.model_block
+    )
     if not trained:
         warn_untrained(args.model)
     if args.input is not None:
@@ -503,11 +614,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = process_file(
             lambda rate, ch: make_processor(model, args, rate, out_rate, ch), args.input, args.output
         )
-        print(
-            f"wrote {result['output']}: {result['output_frames']} samples at {result['output_rate']} Hz "
-            f"(latency {result['latency_compensated']} samples compensated)",
-            file=sys.stderr,
-        )
+        print(format_file_summary(result), file=sys.stderr)
         summary = result
     else:
         summary = run_live_mode(args, model, devices)

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from models.dsp.resample import SUPPORTED_RATES, check_rate
+
 from .processor import BACKENDS, Processor
-from .resample import SUPPORTED_RATES, check_rate
 
 INSTALL_HINT = 'pip install "livesr[pedalboard]"'
 CHANNELS_FIRST = "channels_first"  # pedalboard's "NotInterleaved": (channels, samples)
@@ -209,11 +210,11 @@ class Effect:
 # The bandwidth-extension effect.
 
 
-def _load_model(model: Any, pretrained: bool) -> Any:
+def _load_model(model: Any, backend: str, pretrained: bool) -> Any:
     if isinstance(model, (str, os.PathLike)):
-        from models.registry import load_model  # torch is imported only when a model is loaded
+        from .generators import load_generator  # a shipped preset's graph, else the torch model
 
-        return load_model(model, pretrained=pretrained)
+        return load_generator(str(model), backend, pretrained)
     return model  # an already-built generator (or numpy stepper); the Processor checks its contract
 
 
@@ -230,7 +231,8 @@ class BandwidthExtender(Effect):
             An int (one of `SUPPORTED_RATES`) for the rate-changing mode, outside chains: the output
             has `output_rate` and round(len * output_rate / sample_rate) samples offline.
         backend: "auto" | "torch" | "onnx" | "triton" (see `realtime.processor.make_stepper`).
-        pretrained: passed to `models.registry.load_model` for a name or path.
+        pretrained: for a name or path: trained weights (a preset then runs its shipped ONNX graph
+            under "auto"/"onnx", without torch) or random ones (`realtime.generators.load_generator`).
         dry_wet: 1.0 = model output only, 0.0 = the time-aligned dry input only.
         input_cutoff_hz: where the band of the incoming audio ends, when it runs at the model's rate
             (e.g. 8000 for a 16 kHz recording resampled to 48 kHz): the output keeps the input below
@@ -260,7 +262,7 @@ class BandwidthExtender(Effect):
         self._check_dry_wet(dry_wet)
         self._dry_wet = float(dry_wet)
         self.input_cutoff_hz = input_cutoff_hz
-        self.model = _load_model(model, pretrained)
+        self.model = _load_model(model, backend, pretrained)
         self._proc: Processor | None = None
         self._to_drop = 0  # stream samples still to drop from the front (streaming mode)
 

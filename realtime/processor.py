@@ -29,9 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.blocking import default_block_size
-
-from .band_merge import BandMerge
-from .resample import PASSBAND, SUPPORTED_RATES, Resampler, check_rate
+from models.dsp.band_merge import BandMerge
+from models.dsp.resample import PASSBAND, SUPPORTED_RATES, Resampler, check_rate
 
 BACKENDS = ("auto", "torch", "onnx", "triton")
 # Model block length when none is given: about this long, rounded to the model's block_multiple.
@@ -142,7 +141,7 @@ def _level_values(
     config = getattr(model, "config", None) or getattr(stepper, "config", None)
     if band_edge_hz is None or crossover_hz is None or config is None:
         return {}
-    from models.band_level import level_state
+    from models.dsp.level import level_state
 
     return level_state(config, band_edge_hz, crossover_hz)
 

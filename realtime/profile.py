@@ -96,11 +96,13 @@ def machine_info(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "threads": threads,
     }
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch"] = torch.__version__
-        info["threads"] = torch.get_num_threads() if threads is None else threads
+        if threads is None:
+            info["threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     ort = sys.modules.get("onnxruntime")
     if ort is not None:
@@ -340,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warmup", type=positive(int), default=WARMUP_BLOCKS, metavar="N", help="warm-up blocks (default 20)"
     )
     p.add_argument(
-        "--threads", type=positive(int), default=1, metavar="N", help="torch threads (default 1, as live)"
+        "--threads",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="model threads, torch or onnxruntime (default 1, as live)",
     )
     p.add_argument("--json", metavar="PATH", help="write the figures and machine info as JSON")
     p.add_argument("--plot", metavar="PNG", help="per-block times and their histogram (needs matplotlib)")
@@ -351,10 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _pyplot()  # fail before timing, not after
             except ImportError as err:
                 raise CliError(str(err)) from None
-        import torch
-
-        torch.set_num_threads(args.threads)
-        model, _ = load_generator(args.model, random_init=False, fallback_random=True)
+        model, _ = load_generator(
+            args.model,
+            random_init=False,
+            fallback_random=True,
+            backend=args.backend,
+            threads=args.threads,
+            block_size=args.model_block,
+        )
         rate = args.samplerate or int(model.sample_rate)
         proc = build_processor(model, rate, args.output_samplerate, args.backend, block_size=args.model_block)
         block = args.blocksize or round(0.01 * rate)

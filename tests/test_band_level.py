@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from models import evaluate as ev
-from models.band_level import (
-    CORRECTION_DB,
-    BandLevel,
-    analysis_edges,
-    correction_gain,
-    level_state,
-    power_law_shape,
-)
-from models.excitation import band_edges
+from models.band_level import CORRECTION_DB, BandLevel, correction_gain
+from models.dsp.level import analysis_edges, band_edges, level_state, power_law_shape
 from models.registry import build_model, with_config
 from realtime.processor import process_offline
 

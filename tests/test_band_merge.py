@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from realtime.band_merge import BandMerge
+from models.dsp.band_merge import BandMerge
 
 SR = 48000
 

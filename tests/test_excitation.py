@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.excitation import PERIOD, NoiseBands, band_edges, band_noise, hash_noise
+from models.dsp.level import band_edges
+from models.excitation import PERIOD, NoiseBands, band_noise, hash_noise
 
 SR = 48000
 

@@ -321,6 +321,7 @@ def test_default_block_is_about_10_ms(tiny):
 
 LEVEL_SHAPE = ((1000.0, 0.0), (6000.0, -14.0), (19000.0, -40.0))  # not a preset's: the graph must carry it
 
+
 # The shipped presets, randomly initialised; exporting one takes 10-20 s, so only speech runs by default.
 @pytest.fixture(scope="module", params=["speech", pytest.param("music", marks=pytest.mark.slow)])
 def preset(request, tmp_path_factory):
@@ -347,7 +348,7 @@ def test_preset_onnx_equals_torch_over_5_seconds(preset):
 def test_preset_graph_carries_the_band_level_for_the_host(preset):
     """A host with only the graph sets the same band level as with the torch model, and both paths
     play the same new band from it."""
-    from models.band_level import level_state
+    from models.dsp.level import level_state
     from realtime.processor import Processor
 
     model, runner = preset

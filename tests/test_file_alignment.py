@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.dsp.resample import SUPPORTED_RATES
 from models.registry import build_from_spec, family_of, load_model
 from realtime.processor import process_offline
-from realtime.resample import SUPPORTED_RATES
 
 RATES = {  # the compact presets at every supported rate; the slower paper presets at their main ones
     "speech": SUPPORTED_RATES,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from models.band_level import shape_db
+from models.dsp.level import shape_db
 from models.train.__main__ import main as train_main
 from models.train.level_fit import fit_level
 

@@ -14,9 +14,9 @@ import torch
 from torch.nn import functional as F
 
 import realtime.processor as processor_module
+from models.dsp.resample import Resampler
 from models.streaming import StreamingModule, with_context
 from realtime.processor import DryPath, Processor, make_stepper, process_offline
-from realtime.resample import Resampler
 
 
 class FirModel(StreamingModule):

@@ -7,7 +7,7 @@ from math import gcd
 import numpy as np
 import pytest
 
-from realtime.resample import SUPPORTED_RATES, Resampler, check_rate
+from models.dsp.resample import SUPPORTED_RATES, Resampler, check_rate
 
 PAIRS = sorted(
     {(r, t) for t in (44100, 48000) for r in SUPPORTED_RATES if r != t}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.band_level import level_state
+from models.dsp.level import level_state
 from models.registry import load_model
 from models.streaming import State, StreamingModule
 from models.traced import TracedStep

@@ -249,7 +249,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fit_level(args: argparse.Namespace) -> int:
-    from realtime.resample import PASSBAND
+    from models.dsp.resample import PASSBAND
 
     from .level_fit import fit_level, report, to_json
     from .trainer import PRESETS

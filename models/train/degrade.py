@@ -14,7 +14,7 @@ delay is removed: the result is time-aligned with the original, the same length,
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -23,6 +23,7 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from ..dsp.resample import Resampler
 from ..evaluate import fit_length
 
 IIR_FAMILIES = ("butterworth", "chebyshev1", "elliptic", "bessel")
@@ -80,9 +81,6 @@ class Degradation:
     kaiser_beta: float = 8.0  # FIR / resample_poly window
     soxr_quality: str = "HQ"
     mp3_level: float | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @lru_cache(maxsize=1)
@@ -168,8 +166,6 @@ def mp3_roundtrip(x: np.ndarray, sample_rate: int, level: float) -> np.ndarray:
 
 def to_model_rate(lowres: np.ndarray, input_rate: int, sample_rate: int, length: int) -> np.ndarray:
     """`lowres` brought to `sample_rate` by the live resampler, its delay removed, `length` samples."""
-    from realtime.resample import Resampler  # the live path's resampler (a realtime module)
-
     if input_rate == sample_rate:
         return fit_length(lowres, length)
     res = Resampler(input_rate, sample_rate)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..band_level import shape_db
+from ..dsp.level import shape_db
 from ..evaluate import active_frames, bin_frequencies, entry_source, load_reference, power_spectrogram
 from .data import load_manifest, split_entries
 

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..atomic import atomic_write
 from ..band_level import batch_level_state
 from ..config import JsonConfig
+from ..dsp.resample import PASSBAND
 from ..streaming import StreamingModule
 from .augment import AugmentConfig
 from .data import MANIFEST, BatchStream, SegmentSampler, clips, readable_clips, validation_segments
@@ -420,8 +421,6 @@ class Trainer:
     def _level(self, band_edge_hz: Sequence[float]) -> dict[str, Tensor]:
         """The band-level state a host gives each example: its band edge, the crossover at the live
         resampler's passband edge below it (models/band_level.py)."""
-        from realtime.resample import PASSBAND
-
         return batch_level_state(self.generator.config, band_edge_hz, PASSBAND, self.device)
 
     def train_step(
