@@ -286,7 +286,7 @@ def process_file(
     processor = processor_for(info.samplerate, info.channels)
     block = -(-processor.model_block * processor.input_rate // processor.model_rate)
     bar = None
-    run: dict[str, Any] = {"frames": 0, "nonfinite": 0, "stats": {}}
+    run: dict[str, Any] = {"frames": 0, "nonfinite": 0}
 
     def write(tmp: str) -> None:
         hooks = [h for h in (bar.update if bar else None, progress) if h is not None]
@@ -314,16 +314,11 @@ def process_file(
                     chunk[~finite] = 0.0
                 return chunk
 
-            def put(y: np.ndarray) -> None:
-                writer.write(y)
-                # The processor resets (stats included) when the stream ends: keep the run's counts.
-                run["stats"] = dict(vars(processor.stats))
-
             run["frames"] = stream_file(
                 processor,
                 read,
                 info.frames,
-                put,
+                writer.write,
                 block,
                 (lambda k: [h(k) for h in hooks]) if hooks else None,
             )
@@ -346,7 +341,7 @@ def process_file(
         "input_frames": info.frames,
         "output_frames": run["frames"],
         "latency_compensated": processor.latency,
-        "processor_stats": run["stats"],
+        "processor_stats": dict(vars(processor.stats)),
         "nonfinite_samples": run["nonfinite"],
         "seconds": time.perf_counter() - start,
     }

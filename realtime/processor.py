@@ -534,7 +534,8 @@ class Processor(_HostPath):
         samples are dropped, zeros are fed after the end to flush the rest out). Host blocks are `block`
         input samples (default: about one model block; it also sets the NaN/Inf guard's granularity);
         `progress(k)` is told how many input samples were consumed. The processor is reset before and
-        after. Returns the number of output samples written; EOFError if `read` runs dry early.
+        after, except `stats`, which then hold this stream's counts. Returns the number of output samples
+        written; EOFError if `read` runs dry early.
         """
         if block is None:
             block = -(-self.model_block * self.input_rate // self.model_rate)
@@ -564,7 +565,9 @@ class Processor(_HostPath):
             fed += take
             if progress is not None:
                 progress(real)
+        stats = self.stats
         self.reset()
+        self.stats = stats  # what happened to this stream stays readable
         return written
 
     def process_file_array(self, x: np.ndarray, block: int | None = None) -> np.ndarray:

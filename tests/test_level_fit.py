@@ -8,22 +8,11 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+from test_band_level import SR, sloped_noise
 
 from models.dsp.level import shape_db
 from models.train.__main__ import main as train_main
 from models.train.level_fit import fit_level
-
-SR = 48000
-
-
-def sloped_noise(seconds: float, slope: float, gain: float, seed: int) -> np.ndarray:
-    """Noise whose power density falls as f ** -slope above 500 Hz."""
-    n = int(seconds * SR)
-    f = np.fft.rfftfreq(n, 1 / SR)
-    spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    spec *= np.where(f > 500, (500 / np.maximum(f, 1)) ** (slope / 2), 1.0)
-    x = np.fft.irfft(spec, n)
-    return gain * x / np.abs(x).max()
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +25,8 @@ def prepared(tmp_path_factory):
         for i in range(11):  # every 10th clip by path is "valid": clips 00 and 10
             path = f"{split}/{speaker}/{i:02d}.wav"
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            gain = 0.5 if i % 2 else 0.05
-            sf.write(root / path, sloped_noise(0.5, slope, gain, seed=i + 100 * ord(speaker)), SR)
+            gain = 2.5 if i % 2 else 0.25  # peaks of 0.5 and 0.05
+            sf.write(root / path, gain * sloped_noise(0.5, slope, seed=i + 100 * ord(speaker)), SR)
             splits[split].append({"path": path, "speaker": speaker, "frames": SR // 2})
     (root / "manifest.json").write_text(json.dumps({"sample_rate": SR, "splits": splits}))
     return root

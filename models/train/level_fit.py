@@ -84,20 +84,22 @@ def fit_level(
     top_db = max(levels)
     shape = tuple((round(float(c), 1), round(float(v - top_db), 2)) for c, v in zip(centres, levels))
 
-    def rule_bias(edge: float, frames: np.ndarray) -> np.ndarray:
-        """Per missing-band bin: noise at the rule's level (offset 0) minus the clip, mean over frames."""
+    def rule_bias(edge: float) -> dict[str, np.ndarray]:
+        """Per source and missing-band bin: noise at the rule's level (offset 0) minus the source's
+        clips, mean over frames and clips."""
         top, miss = _top_band(bins, edge, crossover_ratio), _missing_band(bins, edge)
         top_db = shape_db(shape, bins[top])
         rule = shape_db(shape, bins[miss]) - 10 * np.log10(np.mean(10 ** (top_db / 10)))  # re the top band
-        top_power = frames[:, top].mean(1)
-        ok = top_power > 0
-        need = 10 * np.log10(np.maximum(frames[ok][:, miss], 1e-8)) - 10 * np.log10(top_power[ok, None])
-        return rule - NOISE_LOG_MEAN_DB - need.mean(0)
 
-    per_rate = {
-        r: {name: np.mean([rule_bias(r / 2, p) for p in clips], 0) for name, clips in spectra.items()}
-        for r in input_rates
-    }
+        def clip_bias(frames: np.ndarray) -> np.ndarray:
+            top_power = frames[:, top].mean(1)
+            ok = top_power > 0
+            need = 10 * np.log10(np.maximum(frames[ok][:, miss], 1e-8)) - 10 * np.log10(top_power[ok, None])
+            return rule - NOISE_LOG_MEAN_DB - need.mean(0)
+
+        return {name: np.mean([clip_bias(p) for p in clips], 0) for name, clips in spectra.items()}
+
+    per_rate = {r: rule_bias(r / 2) for r in input_rates}
     offset = -float(np.mean([b.mean() for by_source in per_rate.values() for b in by_source.values()]))
     bias: dict[int, dict[str, tuple[float, list[float]]]] = {}
     edges_hz: dict[int, list[float]] = {}
