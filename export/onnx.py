@@ -26,8 +26,8 @@ import onnx
 import torch
 from torch import nn
 
-from models import blocking
 from models.atomic import atomic_write
+from models.dsp import blocking
 from models.mamba import Mamba
 from models.streaming import FlatStep, StreamingModule
 

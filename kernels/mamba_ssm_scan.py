@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import validate_scan_args
 from .reference import prepare_delta
+from .validate import validate_scan_args
 
 __all__ = ["ZeroStateScan", "add_initial_state", "selective_scan_mamba_ssm"]
 

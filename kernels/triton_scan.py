@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import validate_scan_args
+from .validate import validate_scan_args
 
 MULTISTEP_MAX_LEN = 64
 

@@ -14,8 +14,9 @@ Results are reported per source as well as overall (a reader/language, a soundtr
 `entry_source`), since a mean over a few sources can hide one that fails. Settings are chosen on
 `--split valid`, never on the reported split.
 
-The model runs through the live streaming path in file mode (`realtime.processor.process_offline`,
-the code behind `python -m realtime --input/--output`): the low-resolution input at its own rate goes
+The model runs through the live streaming path in file mode (`models.dsp.block_processor` driven by
+`models.dsp.offline`, the code behind `python -m realtime --input/--output`): the low-resolution input
+at its own rate goes
 in, the output at the model's rate comes out, latency compensated. The evaluator checks that claim by
 cross-correlating the low band of the output with the reference and reports any lag.
 """
@@ -36,6 +37,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .dsp.block_processor import BlockProcessor
 from .metrics import (  # noqa: F401  (re-exported: training and tests import the metrics from here)
     BANDS_PER_OCTAVE,
     FLOOR,
@@ -50,6 +52,7 @@ from .metrics import (  # noqa: F401  (re-exported: training and tests import th
     band_centres,
     band_mask,
     bin_frequencies,
+    fit_length,
     istft,
     level_bias,
     level_bias_per_band,
@@ -62,6 +65,7 @@ from .metrics import (  # noqa: F401  (re-exported: training and tests import th
     spectral_scores,
     stft,
 )
+from .train.splits import MANIFEST, load_manifest, split_entries
 
 NOISEFILL_LEVEL_TOP = (
     0.95  # the fit band stops short of the input's Nyquist, where its anti-alias filter rolls off
@@ -75,11 +79,6 @@ LEVEL_TARGET_DB = 3.0  # the shaded band of the level-bias plot
 
 
 # ---- references -------------------------------------------------------------------------------------
-def fit_length(x: np.ndarray, length: int) -> np.ndarray:
-    """`x` cut or zero-padded at the end to `length` samples."""
-    return x[:length] if x.size >= length else np.pad(x, (0, length - x.size))
-
-
 def downsample(reference: np.ndarray, sample_rate: int, input_rate: int) -> np.ndarray:
     """The evaluation's low-resolution input: one fixed, high-quality anti-alias filter (soxr VHQ)."""
     return soxr.resample(reference, sample_rate, input_rate, quality="VHQ")
@@ -325,26 +324,28 @@ def score(
 ModelRunner = Callable[[np.ndarray, int], np.ndarray]
 
 
-def model_runner(model: object, backend: str = "torch", block_seconds: float | None = None) -> ModelRunner:
+def model_runner(model: object, device: str = "cpu", block_seconds: float | None = None) -> ModelRunner:
     """(lowres, input_rate) -> output at the model's rate, through the live path in file mode.
 
+    `device`: "cpu" (a traced graph for the live block length) or "cuda" (the Triton scan).
     `block_seconds` sets the model block (rounded to its block_multiple; None: the live default of
-    about 10 ms, which the torch backend runs as a traced graph). Streaming equals offline for any
-    block length. One Processor per input rate is built once and reset before every clip: building
-    one (a model copy, a trace, a warm-up step) costs more than scoring a short clip.
+    about 10 ms). Streaming equals offline for any block length. One processor per input rate is
+    built once and reset before every clip: building one (a model copy, a trace, a warm-up step)
+    costs more than scoring a short clip.
     """
-    from realtime.processor import Processor  # the host path; models never import it at load time
+    from .stepper import TorchStepper
 
+    stepper = TorchStepper(model, device)
     block = None
     if block_seconds is not None:
-        multiple = int(model.block_multiple)
-        block = max(1, round(block_seconds * int(model.sample_rate) / multiple)) * multiple
-    processors: dict[int, Processor] = {}
+        multiple = stepper.block_multiple
+        block = max(1, round(block_seconds * stepper.sample_rate / multiple)) * multiple
+    processors: dict[int, BlockProcessor] = {}
 
     def run(lowres: np.ndarray, input_rate: int) -> np.ndarray:
         proc = processors.get(input_rate)
         if proc is None:
-            proc = processors[input_rate] = Processor(model, input_rate, backend=backend, block_size=block)
+            proc = processors[input_rate] = BlockProcessor(stepper, input_rate, block_size=block)
         proc.reset()
         return proc.process_file_array(lowres.astype(np.float32)).astype(np.float64)
 
@@ -407,31 +408,15 @@ def entry_source(entry: dict) -> str:
     return speaker.split("/")[0] or "unknown"
 
 
-def _split_entries(meta: dict, split: str, hold_out: Sequence[str]) -> list[dict]:
-    try:  # models.train.data derives valid/held_out from the manifest (imports torch: only when needed)
-        from .train.data import split_entries
-    except ImportError:  # an older checkout: only the splits the manifest itself stores
-        split_entries = None
-    if split_entries is not None:
-        return list(split_entries(meta, split, tuple(hold_out)))
-    if hold_out:
-        raise ValueError("--hold-out needs models.train.data.split_entries, which this checkout lacks")
-    splits = meta.get("splits", {})
-    if split not in splits:
-        raise ValueError(f"the manifest has no split {split!r}; it has {sorted(splits)}")
-    return list(splits[split])
-
-
 def list_files(data: Path, split: str | None = None, hold_out: Sequence[str] = ()) -> list[EvalFile]:
     """Evaluation files and their sources.
 
     A prepared folder (manifest.json): the entries of `split` (default "test"; "valid", "held_out" and
-    `hold_out` through models.train.data.split_entries), each under `entry_source`. Any other folder:
+    `hold_out` through models.train.splits.split_entries), each under `entry_source`. Any other folder:
     every audio file below `data`, its source the parent folder's name; there is no split to choose."""
-    manifest = data / "manifest.json"
+    manifest = data / MANIFEST
     if manifest.exists():
-        meta = json.loads(manifest.read_text())
-        entries = _split_entries(meta, split or "test", hold_out)
+        entries = split_entries(load_manifest(data), split or "test", tuple(hold_out))
         if not entries:
             raise ValueError(f"{manifest}: split {split or 'test'!r} holds no files")
         return [EvalFile(data / e["path"], entry_source(e)) for e in entries]
@@ -612,13 +597,19 @@ def _parser() -> argparse.ArgumentParser:
         help="score every Nth file of the split in name order (quick calibration sweeps over a large set)",
     )
     p.add_argument("--max-seconds", type=float, help="cut every file to this length")
-    p.add_argument("--backend", default="torch", help="processor backend: torch, onnx, triton, auto")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="where the model runs: cpu (torch, traced) or cuda (the Triton scan); the ONNX graph of a "
+        "preset matches the torch model to the export tolerance (tests/test_runtime_no_torch.py)",
+    )
     p.add_argument(
         "--block-seconds",
         type=float,
         default=0.0,
         help="model block length (streaming == offline, so this only changes speed; 0, the default: the "
-        "live ~10 ms, traced by the torch backend)",
+        "live ~10 ms, traced on the CPU)",
     )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL even when installed")
     p.add_argument("--json", type=Path, help="write the tables (overall, per source), band biases and clips")
@@ -642,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = load_model(args.model, pretrained=not args.untrained)
             sample_rate = int(model.sample_rate)
             family = family_of(model)
-            run_model = model_runner(model, args.backend, args.block_seconds or None)
+            run_model = model_runner(model, args.device, args.block_seconds or None)
         rates = args.rates or DEFAULT_RATES.get(family or "", ())
         if not rates:
             raise ValueError("--rates is required when no model family gives a default list")

@@ -239,3 +239,8 @@ def spectral_scores(
         "level_bias": float(10 * np.mean(diff_hf)),  # 10 log10(P_est / P_ref) = 10 (log P_est - log P_ref)
     }
     return scores, _band_bias(diff_hf, sample_rate, input_rate, bands_per_octave)
+
+
+def fit_length(x: np.ndarray, length: int) -> np.ndarray:
+    """`x` cut or zero-padded at the end to `length` samples."""
+    return x[:length] if x.size >= length else np.pad(x, (0, length - x.size))

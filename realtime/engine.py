@@ -253,10 +253,6 @@ class Engine:
         self.dry_lane = _Lane(
             dry, self.in_ring, self.dry_ring, blocksize, self.handoff, 4 * blocksize, backlog
         )
-        # At one rate throughout, the dry path is the input delayed by `latency` (identity resamplers):
-        # the callback then copies it straight from the input ring and no dry thread is needed.
-        one_rate = self.input_rate == self.output_rate == getattr(processor, "model_rate", None)
-        self.dry_delay: int | None = self.handoff + processor.latency if one_rate else None
 
         self.out_pos = 0
         self.playing_wet = True
@@ -335,15 +331,7 @@ class Engine:
 
     def _dry_into(self, n: int, p: int) -> np.ndarray:
         tmp = self._scratch
-        if self.dry_delay is not None:
-            begin = p - self.dry_delay
-            lead = min(max(-begin, 0), n)  # before the stream began: silence
-            tmp[:lead] = 0.0
-            if lead == n or self.in_ring.holds(begin + lead, begin + n):
-                if lead < n:
-                    self.in_ring.read_into(tmp[lead:n], begin + lead)
-                return tmp
-        elif self.dry_ring.holds(p, p + n):
+        if self.dry_ring.holds(p, p + n):
             self.dry_ring.read_into(tmp[:n], p)
             return tmp
         self.stats.dry_gaps += 1
@@ -376,16 +364,13 @@ class Engine:
         return self.wet_lane.pump()
 
     def pump_dry(self) -> bool:
-        """Run the dry path on one arrived host block (the dry thread's loop; idle at one rate)."""
-        return self.dry_delay is None and self.dry_lane.pump()
+        """Run the dry path on one arrived host block (what the dry thread loops on)."""
+        return self.dry_lane.pump()
 
     def start_workers(self) -> None:
         self._running = True
         poll = min(max(self.blocksize / self.input_rate / 8, 0.0005), 0.002)
-        lanes = [(self.wet_lane, "livesr-worker")]
-        if self.dry_delay is None:
-            lanes.append((self.dry_lane, "livesr-dry"))
-        for lane, name in lanes:
+        for lane, name in ((self.wet_lane, "livesr-worker"), (self.dry_lane, "livesr-dry")):
             thread = threading.Thread(target=self._loop, args=(lane, poll), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

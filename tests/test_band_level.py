@@ -192,11 +192,11 @@ def test_a_same_rate_input_gets_the_level_only_with_its_band_edge():
 
     model = build_model("speech").eval()
     unknown = Processor(model, 48000, backend="torch")
-    assert unknown._state_values == {} and unknown._merge is None  # the generator runs alone
+    assert unknown.chain.level_values == {} and unknown.chain.merge is None  # the generator runs alone
     named = Processor(model, 48000, backend="torch", input_cutoff_hz=8000.0)
     for key, value in level_state(model.config, 8000.0, 7200.0).items():
-        np.testing.assert_array_equal(named._state_values[key], value)
-    assert named._merge is not None and named.latency == unknown.latency + named._merge.delay
+        np.testing.assert_array_equal(named.chain.level_values[key], value)
+    assert named.chain.merge is not None and named.latency == unknown.latency + named.chain.merge.delay
     with pytest.raises(ValueError, match="input_cutoff_hz"):
         Processor(model, 48000, backend="torch", input_cutoff_hz=30000.0)
 

@@ -119,7 +119,7 @@ def test_alignment_lag_finds_a_known_shift():
 def test_clip_through_the_streaming_path_is_aligned_and_keeps_the_band():
     ref = noise(0.5, seed=6)
     model = DelayGain(sample_rate=SR, delay=7, gain=1.0)  # the input band passes unchanged, 7 samples late
-    clip, signals = ev.evaluate_clip(ref, SR, 16000, ev.model_runner(model, "torch"))
+    clip, signals = ev.evaluate_clip(ref, SR, 16000, ev.model_runner(model))
     assert clip.lag == 0  # file mode compensates the model's and the resamplers' delays
     m, b = clip.metrics["model"], clip.metrics["baseline"]
     assert m["lsd_hf"] == pytest.approx(b["lsd_hf"], rel=0.05)  # no new band, like the baseline
@@ -296,49 +296,7 @@ def test_model_rows_show_lsd_hf_against_noisefill():
     assert "HF/NF" in report.format() and set(report.table("a")) == {16000}
 
 
-def test_split_valid_uses_split_entries_when_present_else_the_manifest(tmp_path, monkeypatch):
-    import models.train.data as data_module
-
-    data = tmp_path / "data"
-    meta = write_prepared(data)
-    monkeypatch.delattr(data_module, "split_entries", raising=False)  # the fallback: stored splits
-    valid = ev.list_files(data, "valid")
-    assert [(f.path.name, f.source) for f in valid] == [("fr0.wav", "fr"), ("ru0.wav", "ru")]
-    with pytest.raises(ValueError, match="no split 'held_out'"):
-        ev.list_files(data, "held_out")
-    with pytest.raises(ValueError, match="split_entries"):
-        ev.list_files(data, "held_out", ["fr"])
-    out = tmp_path / "valid.json"
-    assert (
-        ev.main(
-            ["--data", str(data), "--split", "valid", "--rates", "16000", "--no-visqol", "--json", str(out)]
-        )
-        == 0
-    )
-    report = json.loads(out.read_text())
-    assert report["split"] == "valid" and set(report["sources"]) == {"fr", "ru"}
-
-    calls = []
-
-    def split_entries(meta_arg: dict, split: str, hold_out=()) -> list[dict]:
-        calls.append((split, tuple(hold_out)))
-        return [
-            e for e in meta_arg["splits"]["train"] + meta_arg["splits"]["valid"] if e["speaker"] in hold_out
-        ]
-
-    monkeypatch.setattr(data_module, "split_entries", split_entries, raising=False)
-    held = ev.list_files(data, "held_out", ["fr"])
-    assert calls == [("held_out", ("fr",))] and {f.source for f in held} == {"fr"} and len(held) == 10
-    argv = ["--data", str(data), "--split", "held_out", "--hold-out", "fr", "--max-files", "1"]
-    assert ev.main([*argv, "--rates", "16000", "--no-visqol"]) == 0
-    assert calls[-1] == ("held_out", ("fr",)) and meta["splits"]["valid"]  # the manifest is left as it was
-
-
-def test_split_valid_and_held_out_through_the_real_split_entries(tmp_path):
-    import models.train.data as data_module
-
-    if not hasattr(data_module, "split_entries"):
-        pytest.skip("models.train.data.split_entries has not landed; the fallback is tested above")
+def test_split_valid_and_held_out_through_split_entries(tmp_path):
     data = tmp_path / "data"
     write_prepared(data)
     valid = ev.list_files(data, "valid")

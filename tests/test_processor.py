@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import realtime.processor as processor_module
+import models.dsp.chain as chain_module
 from models.dsp.resample import Resampler
 from models.streaming import StreamingModule, with_context
 from realtime.processor import DryPath, Processor, make_stepper, process_offline
@@ -331,11 +331,11 @@ def test_prefill_bound_covers_the_exact_need(monkeypatch):
         for o in (44100, 48000)
         for b in (448, 480)
     ]
-    exact = [processor_module._prefill(*c) for c in configs]
+    exact = [chain_module.prefill(*c) for c in configs]
     x = signal(11025, 0.05)
     ref = Processor(smoothing_model(44100), 11025, 48000, backend="torch").process_file_array(x)
-    monkeypatch.setattr(processor_module, "_MAX_PERIOD", 0)  # force the closed-form bound
-    bound = [processor_module._prefill(*c) for c in configs]
+    monkeypatch.setattr(chain_module, "_MAX_PERIOD", 0)  # force the closed-form bound
+    bound = [chain_module.prefill(*c) for c in configs]
     assert all(e <= b for e, b in zip(exact, bound, strict=True)) and exact != bound
     proc = Processor(smoothing_model(44100), 11025, 48000, backend="torch")
     np.testing.assert_array_equal(live_compensated(proc, x, 1), ref)

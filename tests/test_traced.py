@@ -9,9 +9,10 @@ import torch
 
 from models.dsp.level import level_state
 from models.registry import load_model
+from models.stepper import TorchStepper
 from models.streaming import State, StreamingModule
 from models.traced import TracedStep
-from realtime.processor import Processor, TorchStepper
+from realtime.processor import Processor
 
 
 def _blocks(shapes: list[tuple[int, int]], seed: int = 0) -> list[torch.Tensor]:

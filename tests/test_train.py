@@ -24,8 +24,6 @@ from models.train.data import (
     SegmentSampler,
     UnreadableAudio,
     clips,
-    load_manifest,
-    split_entries,
 )
 from models.train.discriminators import Discriminators
 from models.train.losses import (
@@ -37,6 +35,7 @@ from models.train.losses import (
     mel_filterbank,
 )
 from models.train.prepare import prepare
+from models.train.splits import load_manifest, split_entries
 from models.train.trainer import CONFIG, PRESETS, RunOptions, TrainConfig, Trainer, lr_factor
 
 SR = 48000

@@ -33,16 +33,12 @@ def transition_hz(sample_rate: int, half_taps: int) -> float:
 
 
 class BandMerge:
-    """Streaming merge of (channels, samples) blocks at `sample_rate`."""
+    """The merge of (channels, samples) blocks at `sample_rate`, on the step contract (numpy).
 
-    def __init__(
-        self,
-        sample_rate: int,
-        cutoff_hz: float,
-        channels: int,
-        model_latency: int,
-        half_taps: int = HALF_TAPS,
-    ) -> None:
+    The state is the last `2 * delay` samples of `wet - dry` (the FIR's context), (channels, 2 * delay).
+    """
+
+    def __init__(self, sample_rate: int, cutoff_hz: float, half_taps: int = HALF_TAPS) -> None:
         if not 0 < cutoff_hz < sample_rate / 2:
             raise ValueError(f"cutoff_hz must lie in (0, {sample_rate / 2}), got {cutoff_hz}")
         edge = min(cutoff_hz + transition_hz(sample_rate, half_taps) / 2, 0.99 * sample_rate / 2)
@@ -51,19 +47,15 @@ class BandMerge:
         highpass[half_taps] += 1.0
         self.taps = highpass.astype(np.float32)
         self.delay = half_taps
-        self.channels, self.model_latency = channels, model_latency
-        self.reset()
 
-    def reset(self) -> None:
-        self._context = np.zeros((self.channels, 2 * self.delay), np.float32)
-        self._dry_line = np.zeros((self.channels, self.model_latency), np.float32)
+    def init_state(self, channels: int) -> np.ndarray:
+        return np.zeros((channels, 2 * self.delay), np.float32)
 
-    def process(self, block: np.ndarray, dry_delayed: np.ndarray, wet: np.ndarray) -> np.ndarray:
-        """`block`: the model's input; `wet`: its output, `model_latency` samples behind it;
-        `dry_delayed`: `block` delayed by `model_latency + delay` (the host's dry path)."""
-        dry = np.concatenate([self._dry_line, block], axis=1)  # the input, lined up with wet
-        self._dry_line = dry[:, block.shape[1] :]
-        full = np.concatenate([self._context, wet - dry[:, : block.shape[1]]], axis=1)
-        self._context = full[:, full.shape[1] - 2 * self.delay :]
+    def step(
+        self, wet: np.ndarray, dry: np.ndarray, dry_delayed: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`wet`: the model's output; `dry`: its input lined up with `wet`; `dry_delayed`: the same
+        input `delay` samples later (the host's one dry delay line, read at two taps)."""
+        full = np.concatenate([state, wet - dry], axis=1)
         new_band = np.stack([np.convolve(row, self.taps, mode="valid") for row in full])
-        return (dry_delayed + new_band).astype(np.float32)
+        return (dry_delayed + new_band).astype(np.float32), full[:, full.shape[1] - 2 * self.delay :]

@@ -24,7 +24,7 @@ import soxr
 from scipy import signal
 
 from ..dsp.resample import Resampler
-from ..evaluate import fit_length
+from ..metrics import fit_length
 
 IIR_FAMILIES = ("butterworth", "chebyshev1", "elliptic", "bessel")
 FAMILIES = IIR_FAMILIES + ("fir", "resample_poly", "soxr")

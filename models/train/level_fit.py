@@ -21,7 +21,7 @@ import numpy as np
 
 from ..dsp.level import shape_db
 from ..evaluate import active_frames, bin_frequencies, entry_source, load_reference, power_spectrogram
-from .data import load_manifest, split_entries
+from .splits import load_manifest, split_entries
 
 SHAPE_LOW_HZ = 1000.0  # lowest shape point: below every top band the presets can meet
 SHAPE_POINTS_PER_OCTAVE = 4
@@ -54,7 +54,7 @@ def fit_level(
     max_seconds: float | None = None,
     hold_out: Sequence[str] = (),
 ) -> LevelFit:
-    """Fit the rule on `data`'s validation split (models.train.data.split_entries) for a model whose
+    """Fit the rule on `data`'s validation split (models.train.splits.split_entries) for a model whose
     inputs arrive at `input_rates` (band edge = rate / 2, top band up to `crossover_ratio` x edge)."""
     meta = load_manifest(data)
     rate = int(meta["sample_rate"])

@@ -34,7 +34,7 @@ import soxr
 from scipy.signal import welch
 
 from ..atomic import atomic_write
-from .data import MANIFEST
+from .splits import MANIFEST
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 KIND_RATES = {"speech": 48000, "music": 44100}

@@ -40,7 +40,7 @@ from ..config import JsonConfig
 from ..dsp.resample import PASSBAND
 from ..streaming import StreamingModule
 from .augment import AugmentConfig
-from .data import MANIFEST, BatchStream, SegmentSampler, clips, readable_clips, validation_segments
+from .data import BatchStream, SegmentSampler, clips, readable_clips, validation_segments
 from .degrade import DegradeConfig, to_model_rate
 from .discriminators import Discriminators, split_batch
 from .losses import (
@@ -51,6 +51,7 @@ from .losses import (
     given_band_loss,
     stft_resolutions,
 )
+from .splits import MANIFEST
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
