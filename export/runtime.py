@@ -200,6 +200,24 @@ class OnnxStreamer:
             )
         return out
 
+    def stack_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """One state holding the given states' streams in order (each along its batch axis), to run them
+        as one batch. CPU (numpy) states only."""
+        return {
+            spec.name: np.concatenate([np.asarray(st[spec.name]) for st in states], axis=spec.batch_axis)
+            for spec in self.state_specs
+        }
+
+    def split_state(self, state: dict[str, Any], batches: list[int]) -> list[dict[str, Any]]:
+        """The inverse of `stack_states`: one state per part, part i holding `batches[i]` streams."""
+        parts: list[dict[str, Any]] = [{} for _ in batches]
+        for spec in self.state_specs:
+            edges = np.cumsum([0, *batches]) * spec.shape[spec.batch_axis]
+            value = np.asarray(state[spec.name])
+            for i, part in enumerate(parts):
+                part[spec.name] = np.take(value, np.arange(edges[i], edges[i + 1]), axis=spec.batch_axis)
+        return parts
+
     def _check(self, x: Any, state: dict[str, Any]) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[0] < 1 or not np.issubdtype(x.dtype, np.floating):

@@ -16,6 +16,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .profile import main as profile_main
 
         return profile_main(argv[1:])
+    if argv[:1] == ["serve-bench"]:
+        from .serve_bench import main as bench_main
+
+        return bench_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from .serve import main as serve_main
+
+        return serve_main(argv[1:])
     from .cli import main as cli_main
 
     return cli_main(argv)

@@ -24,6 +24,7 @@ imports neither torch nor any other livesr layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from math import gcd
@@ -159,13 +160,106 @@ class StreamChain:
             self.band_edge_hz,
         )
 
+    def aligned_chunk(self) -> int:
+        """The shortest input length (a whole number of model blocks) after which the chain is back at
+        the same point of its period: both resamplers' phases, the model-rate FIFO and the output FIFO
+        are where they started. Streams fed in such chunks can be stepped together (`stack`)."""
+        up_in = Fraction(self.model_rate, self.input_rate)
+        down_out = Fraction(self.output_rate, self.model_rate).denominator
+        whole = self.model_block * down_out // gcd(self.model_block, down_out)  # model samples per step
+        # chunk = m * up_in.denominator input samples -> m * up_in.numerator model samples, a multiple of `whole`
+        m = whole // gcd(whole, up_in.numerator)
+        return m * up_in.denominator
+
+    def stack(self, states: Sequence[ChainState]) -> ChainState:
+        """One state whose rows are the given streams' rows, to step them as one batch.
+
+        Every stream must be at the same point of the chain's period (fed in `aligned_chunk` pieces);
+        the counters are the first stream's (with aligned chunks every stream is owed the same
+        output per step). Needs a stepper with `stack_states` (an exported graph's runtime).
+        """
+        if not states:
+            raise ValueError("stack needs at least one stream state")
+        first = states[0]
+        for s in states[1:]:
+            if (
+                int(s.resample_in["phase"]) != int(first.resample_in["phase"])
+                or int(s.resample_out["phase"]) != int(first.resample_out["phase"])
+                or s.pending.shape[1] != first.pending.shape[1]
+                or s.fifo.shape[1] != first.fifo.shape[1]
+            ):
+                raise ValueError("streams at different points of the chain's period cannot be stacked")
+        fresh = [s.model is None for s in states]
+        models = [self.init_model_state(s.dry.shape[0]) if f else s.model for s, f in zip(states, fresh)]
+        merges = None
+        if self.merge is not None:
+            merges = np.concatenate(
+                [
+                    self.merge.init_state(s.dry.shape[0]) if f or s.merge is None else s.merge
+                    for s, f in zip(states, fresh)
+                ]
+            )
+
+        def rows(get: Any) -> np.ndarray:
+            return np.concatenate([get(s) for s in states])
+
+        return replace(
+            first,
+            resample_in={
+                "history": rows(lambda s: s.resample_in["history"]),
+                "phase": first.resample_in["phase"],
+            },
+            resample_out={
+                "history": rows(lambda s: s.resample_out["history"]),
+                "phase": first.resample_out["phase"],
+            },
+            dry=rows(lambda s: s.dry),
+            pending=rows(lambda s: s.pending),
+            fifo=rows(lambda s: s.fifo),
+            model=self.stepper.stack_states(models),
+            merge=merges,
+        )
+
+    def unstack(self, state: ChainState, rows: Sequence[int]) -> list[ChainState]:
+        """The inverse of `stack`: one state per stream, stream i owning `rows[i]` rows."""
+        edges = np.cumsum([0, *rows])
+        models = (
+            self.stepper.split_state(state.model, list(rows))
+            if state.model is not None
+            else [None] * len(rows)
+        )
+
+        def part(a: np.ndarray | None, i: int) -> np.ndarray | None:
+            return None if a is None else a[edges[i] : edges[i + 1]]
+
+        return [
+            replace(
+                state,
+                resample_in={
+                    "history": part(state.resample_in["history"], i),
+                    "phase": state.resample_in["phase"],
+                },
+                resample_out={
+                    "history": part(state.resample_out["history"], i),
+                    "phase": state.resample_out["phase"],
+                },
+                dry=part(state.dry, i),
+                pending=part(state.pending, i),
+                fifo=part(state.fifo, i),
+                model=models[i],
+                merge=part(state.merge, i),
+            )
+            for i in range(len(rows))
+        ]
+
     def output_length(self, n_in_total: int) -> int:
         """Output samples handed out after `n_in_total` input samples: floor(n * output/input rate)."""
         return n_in_total * self.output_rate // self.input_rate
 
-    def init_state(self) -> ChainState:
-        """A fresh stream: silence in every buffer; the model's state is made at its first step."""
-        c = self.channels
+    def init_state(self, batch: int | None = None) -> ChainState:
+        """A fresh stream of `batch` rows (default: `channels`): silence in every buffer; the model's
+        state is made at its first step."""
+        c = self.channels if batch is None else int(batch)
         return ChainState(
             resample_in=self._in.init_state(c),
             resample_out=self._out.init_state(c),
@@ -178,15 +272,17 @@ class StreamChain:
             merge=None,
         )
 
-    def init_model_state(self) -> dict[str, Any]:
-        """The generator's initial state, with the band level set for this chain's band edge."""
-        state = self.stepper.init_state(self.channels)
+    def init_model_state(self, batch: int | None = None) -> dict[str, Any]:
+        """The generator's initial state for `batch` rows (default: `channels`), with the band level
+        set for this chain's band edge."""
+        state = self.stepper.init_state(self.channels if batch is None else int(batch))
         return self.stepper.with_state_values(state, self.level_values) if self.level_values else state
 
     def step(
         self, x: np.ndarray, state: ChainState, bypass: bool = False, dry_wet: float = 1.0
     ) -> tuple[np.ndarray, ChainState]:
-        """One finite (channels, n) float32 block in; the (channels, k) output owed for it out.
+        """One finite (rows, n) float32 block in; the (rows, k) output owed for it out. Rows are the
+        state's batch: `channels` for one stream, or streams stacked by a server (`init_state(batch)`).
 
         `bypass`: output the dry signal only and skip the model (its state restarts from
         `init_model_state` at the next step without bypass). `dry_wet`: 1.0 = the merged model
@@ -203,7 +299,7 @@ class StreamChain:
         for block in np.split(ready, n_blocks, axis=1) if n_blocks else ():
             out, state = self._model_block(block, state, bypass, dry_wet)
             outs.append(out)
-        mixed = np.concatenate(outs, axis=1) if outs else np.zeros((self.channels, 0), np.float32)
+        mixed = np.concatenate(outs, axis=1) if outs else np.zeros((x.shape[0], 0), np.float32)
         y, resample_out = self._out.step(mixed, state.resample_out)
         fifo = np.concatenate([state.fifo, y], axis=1)
         n_in = state.n_in + x.shape[1]
@@ -218,14 +314,14 @@ class StreamChain:
     def _model_block(
         self, block: np.ndarray, state: ChainState, bypass: bool, dry_wet: float
     ) -> tuple[np.ndarray, ChainState]:
-        n, tap = block.shape[1], self.model_latency - int(self.stepper.latency)
+        (rows, n), tap = block.shape, self.model_latency - int(self.stepper.latency)
         line = np.concatenate([state.dry, block], axis=1)
         state = replace(state, dry=line[:, n:])
         dry = line[:, :n]  # lined up with the merged output
         if bypass:
             return dry, state
         if state.model is None:  # first step, or the first after a bypass
-            state = replace(state, model=self.init_model_state(), merge=None)
+            state = replace(state, model=self.init_model_state(rows), merge=None)
         y, model = self.stepper.step(np.ascontiguousarray(block), state.model)
         y = np.asarray(y, dtype=np.float32)
         y_ok = bool(np.isfinite(y).all())
@@ -235,14 +331,14 @@ class StreamChain:
         else:
             state = replace(
                 state,
-                model=self.init_model_state(),
+                model=self.init_model_state(rows),
                 model_steps=state.model_steps + 1,
                 state_resets=state.state_resets + 1,
             )
         if not y_ok:
             return dry, state
         if self.merge is not None:
-            context = state.merge if state.merge is not None else self.merge.init_state(self.channels)
+            context = state.merge if state.merge is not None else self.merge.init_state(rows)
             y, context = self.merge.step(y, line[:, tap : tap + n], dry, context)
             state = replace(state, merge=context)
         if dry_wet == 1.0:
