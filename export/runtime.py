@@ -212,10 +212,9 @@ class OnnxStreamer:
         """The inverse of `stack_states`: one state per part, part i holding `batches[i]` streams."""
         parts: list[dict[str, Any]] = [{} for _ in batches]
         for spec in self.state_specs:
-            edges = np.cumsum([0, *batches]) * spec.shape[spec.batch_axis]
-            value = np.asarray(state[spec.name])
-            for i, part in enumerate(parts):
-                part[spec.name] = np.take(value, np.arange(edges[i], edges[i + 1]), axis=spec.batch_axis)
+            cuts = np.cumsum(batches[:-1]) * spec.shape[spec.batch_axis]
+            for part, value in zip(parts, np.split(np.asarray(state[spec.name]), cuts, axis=spec.batch_axis)):
+                part[spec.name] = value
         return parts
 
     def _check(self, x: Any, state: dict[str, Any]) -> np.ndarray:

@@ -38,6 +38,7 @@ import soundfile as sf
 import soxr
 
 from .dsp.block_processor import BlockProcessor
+from .dsp.blocking import default_block_size
 from .metrics import (  # noqa: F401  (re-exported: training and tests import the metrics from here)
     BANDS_PER_OCTAVE,
     FLOOR,
@@ -336,10 +337,11 @@ def model_runner(model: object, device: str = "cpu", block_seconds: float | None
     from .stepper import TorchStepper
 
     stepper = TorchStepper(model, device)
-    block = None
-    if block_seconds is not None:
-        multiple = stepper.block_multiple
-        block = max(1, round(block_seconds * stepper.sample_rate / multiple)) * multiple
+    block = (
+        None
+        if block_seconds is None
+        else default_block_size(stepper.sample_rate, stepper.block_multiple, block_seconds)
+    )
     processors: dict[int, BlockProcessor] = {}
 
     def run(lowres: np.ndarray, input_rate: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from models.dsp.resample import SUPPORTED_RATES, check_rate
+from models.dsp.resample import check_rate
 
 from .processor import BACKENDS, Processor
 
@@ -309,10 +309,7 @@ class BandwidthExtender(Effect):
         proc = self._proc
         if proc is not None and (proc.input_rate, proc.channels) == (sample_rate, channels):
             return proc
-        if sample_rate not in SUPPORTED_RATES:
-            raise ValueError(
-                f"sample_rate={sample_rate} Hz is not supported; use one of {', '.join(map(str, SUPPORTED_RATES))}"
-            )
+        check_rate("sample_rate", sample_rate)
         out_rate = sample_rate if self.output_rate is None else self.output_rate
         proc = Processor(
             self.model,

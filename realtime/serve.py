@@ -93,7 +93,7 @@ class StreamServer:
 
     def __init__(self, hub: StreamHub) -> None:
         self.hub = hub
-        self._queues: dict[int, tuple[asyncio.Queue[bytes | None], str]] = {}
+        self._queues: dict[Stream, tuple[asyncio.Queue[bytes | None], str]] = {}
         self._work = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="livesr-tick")
 
@@ -108,7 +108,7 @@ class StreamServer:
                     self._deliver(stream, row)
 
     def _deliver(self, stream: Stream, row: np.ndarray) -> None:
-        entry = self._queues.get(id(stream))
+        entry = self._queues.get(stream)
         if entry is None:
             return
         queue, fmt = entry
@@ -151,7 +151,7 @@ class StreamServer:
             "latency_samples": chain.latency,
         }
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._queues[id(stream)] = (queue, fmt)
+        self._queues[stream] = (queue, fmt)
         writer = asyncio.create_task(self._write(ws, queue))
         try:
             await ws.send(json.dumps(header))
@@ -159,7 +159,7 @@ class StreamServer:
                 await writer  # the rest of the output, then close 1000
         finally:
             self.hub.close(stream)
-            self._queues.pop(id(stream), None)
+            self._queues.pop(stream, None)
             writer.cancel()
 
     async def _read(self, ws: Any, stream: Stream, fmt: str) -> bool:
@@ -187,7 +187,7 @@ class StreamServer:
             self.hub.end(stream)
             self._work.set()
             if stream.finished:
-                self._queues[id(stream)][0].put_nowait(None)
+                self._queues[stream][0].put_nowait(None)
             return True
         return False
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from models.dsp.chain import ChainState, StreamChain
-from models.dsp.resample import SUPPORTED_RATES
+from models.dsp.offline import flush_lengths
+from models.dsp.resample import check_rate
 
 CLAMP = 8.0  # |sample| above this is clipped: 18 dB over full scale, never reached by real audio
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # seconds, model-call histogram
@@ -59,12 +60,13 @@ class Stream:
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)  # (input end, time) per frame
 
     @property
-    def latency(self) -> int:
-        return self.chain.latency
-
-    @property
     def finished(self) -> bool:
         return self.owed is not None and self.made >= self.owed
+
+    @property
+    def ready(self) -> bool:
+        """Whether a chunk of input waits to be stepped."""
+        return not self.closed and not self.finished and self.buffered >= self.chunk
 
 
 @dataclass
@@ -79,7 +81,6 @@ class HubMetrics:
     batch_counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     step_counts: list[int] = field(default_factory=lambda: [0] * (len(STEP_BUCKETS) + 1))
     step_seconds: float = 0.0
-    batch_rows: int = 0
 
 
 def _observe(counts: list[int], buckets: tuple, value: float) -> None:
@@ -126,14 +127,12 @@ class StreamHub:
         """A new stream, or RequestError naming what is wrong with the request."""
         if model not in self.models:
             raise RequestError(f"unknown model {model!r}; choose one of {', '.join(self.models)}")
-        if rate not in SUPPORTED_RATES:
-            raise RequestError(
-                f"rate={rate} Hz is not supported; use one of {', '.join(map(str, SUPPORTED_RATES))}"
-            )
-        if output_rate is not None and output_rate not in SUPPORTED_RATES:
-            raise RequestError(
-                f"output_rate={output_rate} Hz is not supported; use one of {', '.join(map(str, SUPPORTED_RATES))}"
-            )
+        try:
+            check_rate("rate", rate)
+            if output_rate is not None:
+                check_rate("output_rate", output_rate)
+        except ValueError as err:
+            raise RequestError(str(err)) from None
         with self._lock:
             if len(self.streams) >= self.max_streams:
                 self.metrics.streams_rejected += 1
@@ -185,9 +184,10 @@ class StreamHub:
                 return
             stream.ended = True
             chain = stream.chain
-            n_out = (2 * stream.received * chain.output_rate + chain.input_rate) // (2 * chain.input_rate)
+            n_out, need_in = flush_lengths(
+                stream.received, chain.latency, chain.input_rate, chain.output_rate
+            )
             stream.owed = chain.latency + n_out  # file mode's output, after the latency it drops
-            need_in = -(-stream.owed * chain.input_rate // chain.output_rate)
             pad = -(-need_in // stream.chunk) * stream.chunk - stream.received
             if pad > 0:
                 stream.inbox.append(np.zeros(pad, np.float32))
@@ -220,7 +220,7 @@ class StreamHub:
         """One batched step for every stream with a chunk ready; returns each stepped stream's output
         (trimmed to what it is owed). Call from one thread at a time."""
         with self._lock:
-            ready = [s for s in self.streams if not s.closed and not s.finished and s.buffered >= s.chunk]
+            ready = [s for s in self.streams if s.ready]
             groups: dict[tuple[str, int, int], list[tuple[Stream, np.ndarray, float]]] = {}
             for s in ready:
                 x = self._take(s)
@@ -249,7 +249,6 @@ class StreamHub:
         m.model_calls += 1
         m.blocks += len(part)
         m.step_seconds += seconds
-        m.batch_rows += len(part)
         _observe(m.batch_counts, BATCH_BUCKETS, len(part))
         _observe(m.step_counts, STEP_BUCKETS, seconds)
         now, period = time.monotonic(), part[0][0].chunk / chain.input_rate
@@ -266,7 +265,7 @@ class StreamHub:
 
     def has_work(self) -> bool:
         with self._lock:
-            return any(not s.closed and not s.finished and s.buffered >= s.chunk for s in self.streams)
+            return any(s.ready for s in self.streams)
 
     # ---- metrics ----------------------------------------------------------------------------------------
     def prometheus(self) -> str:
@@ -320,7 +319,7 @@ class StreamHub:
             "Streams per model call.",
             BATCH_BUCKETS,
             m.batch_counts,
-            m.batch_rows,
+            m.blocks,
             m.model_calls,
         )
         histogram(

@@ -133,6 +133,7 @@ class StreamChain:
         self.band_edge_hz = band_edge_hz
         crossover_hz = PASSBAND * band_edge_hz if band_edge_hz is not None else None
         self.merge = BandMerge(self.model_rate, crossover_hz) if crossover_hz is not None else None
+        self._state_finite = getattr(stepper, "state_finite", arrays_finite)
         config = getattr(stepper, "config", None)
         self.level_values = (
             level_state(config, band_edge_hz, crossover_hz)
@@ -189,15 +190,11 @@ class StreamChain:
                 or s.fifo.shape[1] != first.fifo.shape[1]
             ):
                 raise ValueError("streams at different points of the chain's period cannot be stacked")
-        fresh = [s.model is None for s in states]
-        models = [self.init_model_state(s.dry.shape[0]) if f else s.model for s, f in zip(states, fresh)]
+        models = [self.init_model_state(s.dry.shape[0]) if s.model is None else s.model for s in states]
         merges = None
         if self.merge is not None:
             merges = np.concatenate(
-                [
-                    self.merge.init_state(s.dry.shape[0]) if f or s.merge is None else s.merge
-                    for s, f in zip(states, fresh)
-                ]
+                [self.merge.init_state(s.dry.shape[0]) if s.merge is None else s.merge for s in states]
             )
 
         def rows(get: Any) -> np.ndarray:
@@ -325,8 +322,7 @@ class StreamChain:
         y, model = self.stepper.step(np.ascontiguousarray(block), state.model)
         y = np.asarray(y, dtype=np.float32)
         y_ok = bool(np.isfinite(y).all())
-        finite = getattr(self.stepper, "state_finite", arrays_finite)
-        if y_ok and finite(model):
+        if y_ok and self._state_finite(model):
             state = replace(state, model=model, model_steps=state.model_steps + 1)
         else:
             state = replace(

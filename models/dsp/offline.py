@@ -14,6 +14,14 @@ from typing import Any
 import numpy as np
 
 
+def flush_lengths(frames: int, latency: int, input_rate: int, output_rate: int) -> tuple[int, int]:
+    """For a stream of `frames` input samples: (file mode's output length, round(frames * ratio); the
+    input to feed, zeros past the end included, for that output to come out after `latency` samples)."""
+    n_out = (2 * frames * output_rate + input_rate) // (2 * input_rate)
+    n_total = -(-(latency + n_out) * input_rate // output_rate)  # smallest input giving latency + n_out
+    return n_out, n_total
+
+
 def process_stream(
     processor: Any,
     read: Callable[[int], np.ndarray],
@@ -37,9 +45,7 @@ def process_stream(
         block = -(-p.model_block * p.input_rate // p.model_rate)
     if block < 1:
         raise ValueError(f"block must be >= 1 input samples, got {block}")
-    n_out = (2 * frames * p.output_rate + p.input_rate) // (2 * p.input_rate)
-    need = p.latency + n_out
-    n_total = -(-need * p.input_rate // p.output_rate)  # smallest input giving `need` outputs
+    n_out, n_total = flush_lengths(frames, p.latency, p.input_rate, p.output_rate)
     p.reset()
     skip, written, fed = p.latency, 0, 0
     trailing = (p.channels,)  # the layout of the caller's blocks, kept for the flush zeros
