@@ -23,10 +23,10 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -88,14 +88,55 @@ def encode(samples: np.ndarray, fmt: str) -> bytes:
     return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768.0).astype("<i2").tobytes()
 
 
+class Connection(Protocol):
+    """One client's WebSocket, whatever serves it (websockets here, Starlette under Ray Serve)."""
+
+    path: str  # the request's path and query
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+    def messages(self) -> AsyncIterator[str | bytes]:
+        """The client's messages until it goes away."""
+        ...
+
+
+class WebsocketsConnection:
+    """A `websockets` server connection as a `Connection`."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws, self.path = ws, ws.request.path
+
+    async def send(self, message: str | bytes) -> None:
+        await self._ws.send(message)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+    async def messages(self) -> AsyncIterator[str | bytes]:
+        async for message in self._ws:
+            yield message
+
+
 class StreamServer:
-    """The hub, its tick loop and one WebSocket handler per stream (asyncio; ticks run in a thread)."""
+    """The hub, its tick loop and one handler per stream connection (asyncio; ticks run in a thread)."""
 
     def __init__(self, hub: StreamHub) -> None:
         self.hub = hub
         self._queues: dict[Stream, tuple[asyncio.Queue[bytes | None], str]] = {}
         self._work = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="livesr-tick")
+        self._ticker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Run the tick loop on the running event loop (once; later calls do nothing)."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self.ticker())
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     async def ticker(self) -> None:
         """Step every ready stream, deliver the output, repeat while there is work; then wait."""
@@ -134,9 +175,11 @@ class StreamServer:
             )
         return None
 
-    async def handle(self, ws: Any) -> None:
+    async def handle(self, ws: Connection) -> None:
+        """Serve one stream connection to its end (the protocol of this module's docstring)."""
+        self.start()
         try:
-            model, rate, fmt, output_rate = parse_request(ws.request.path)
+            model, rate, fmt, output_rate = parse_request(ws.path)
             stream = self.hub.open(model, rate, output_rate)
         except RequestError as err:
             await ws.send(json.dumps({"error": str(err)}))
@@ -162,10 +205,10 @@ class StreamServer:
             self._queues.pop(stream, None)
             writer.cancel()
 
-    async def _read(self, ws: Any, stream: Stream, fmt: str) -> bool:
+    async def _read(self, ws: Connection, stream: Stream, fmt: str) -> bool:
         """Feed the stream until the client's end event (True) or until it breaks the protocol or goes
         away (False: the stream is dropped)."""
-        async for message in ws:
+        async for message in ws.messages():
             if isinstance(message, bytes):
                 try:
                     samples = decode(message, fmt)
@@ -192,7 +235,7 @@ class StreamServer:
         return False
 
     @staticmethod
-    async def _write(ws: Any, queue: asyncio.Queue[bytes | None]) -> None:
+    async def _write(ws: Connection, queue: asyncio.Queue[bytes | None]) -> None:
         while (item := await queue.get()) is not None:
             await ws.send(item)
         await ws.close(1000)
@@ -205,16 +248,18 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Fut
     except ImportError:
         raise SystemExit(f"error: the stream server needs the websockets package: {SERVE_EXTRA}") from None
     server = StreamServer(hub)
-    ticker = asyncio.create_task(server.ticker())
+    server.start()
+
+    async def handle(ws: Any) -> None:
+        await server.handle(WebsocketsConnection(ws))
+
     try:
-        async with serve(
-            server.handle, host, port, process_request=server.process_request, max_size=2**22
-        ) as ws:
+        async with serve(handle, host, port, process_request=server.process_request, max_size=2**22) as ws:
             if ready is not None:
                 ready.set_result(ws.sockets[0].getsockname()[1])
             await asyncio.Future()
     finally:
-        ticker.cancel()
+        server.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
