@@ -1,6 +1,8 @@
 """`prepare` splits by speaker, keeps only full-band audio, skips bad files with counts, fails early."""
 
 import json
+import shutil
+import struct
 import zipfile
 
 import numpy as np
@@ -165,3 +167,60 @@ def test_cli(folder, tmp_path, capsys):
     assert "train: 3 files" in capsys.readouterr().out
     assert main(["prepare", "--out", str(tmp_path / "o2"), "--source", str(tmp_path / "missing")]) == 2
     assert "--source must be 'debian' or a folder" in capsys.readouterr().err
+
+
+def midi_song(notes: list[int], ticks: int = 96) -> bytes:
+    """A format-0 Standard MIDI File: a piano playing `notes` one after another, a quarter note each."""
+    events = b"\x00\xc0\x00"  # program change: acoustic grand
+    for note in notes:
+        events += (
+            b"\x00\x90"
+            + bytes([note, 100])
+            + bytes([ticks // 128 | 0x80, ticks % 128])
+            + b"\x80"
+            + bytes([note, 0])
+        )
+    events += b"\x00\xff\x2f\x00"  # end of track
+    return b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks) + b"MTrk" + struct.pack(">I", len(events)) + events
+
+
+needs_fluidsynth = pytest.mark.skipif(pp.midi_renderer() is None, reason="fluidsynth + a GM soundfont")
+
+
+@needs_fluidsynth
+def test_midi_is_rendered_full_band_without_clipping(tmp_path):
+    song = tmp_path / "song.mid"
+    song.write_bytes(midi_song([60, 64, 67, 72, 96]))
+    x, rate = pp._read_mono(song)
+    assert rate == pp.MIDI_RENDER_RATE and np.isfinite(x).all()
+    assert 2.0 < x.size / rate < 6.0  # five quarter notes at 120 bpm, plus the release tail
+    assert 1e-3 < np.abs(x).max()
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd not a song")
+    skipped = pp.process(pp.Candidate(bad, "train", "x", "bad"), tmp_path / "out", RATE, SHORT_OK, "PCM_16")
+    assert skipped["skip"] in ("unreadable", "silent")  # fluidsynth renders a broken song as silence
+
+
+@needs_fluidsynth
+def test_debian_music_takes_the_midi_songs_for_training(tmp_path):
+    cache = tmp_path / "cache"
+    for package in pp.MUSIC_TRAIN + pp.MUSIC_TEST + pp.MUSIC_MIDI:
+        root = cache / package
+        (root / "music").mkdir(parents=True)
+        (root / ".extracted").touch()  # already fetched: nothing is downloaded
+    sf.write(cache / pp.MUSIC_TEST[0] / "music" / "overture.ogg", full_band(1), RATE)
+    (cache / pp.MUSIC_MIDI[0] / "music" / "theme.mid").write_bytes(midi_song([60]))
+    (cache / pp.MUSIC_TRAIN[0] / "music" / "theme.mid").write_bytes(midi_song([60]))  # not a MIDI package
+    found = {(c.speaker, c.split) for c in pp.debian_candidates("music", cache)}
+    assert found == {
+        (f"{pp.MUSIC_MIDI[0]}/music/theme", "train"),
+        (f"{pp.MUSIC_TEST[0]}/music/overture", "test"),
+    }
+
+
+def test_midi_without_fluidsynth_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    song = tmp_path / "song.mid"
+    song.write_bytes(midi_song([60]))
+    with pytest.raises(ValueError, match="fluidsynth"):
+        pp.render_midi(song)

@@ -49,7 +49,11 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--source", default="debian", help="'debian' or a folder of wav/flac/ogg/opus/mp3 files")
+    p.add_argument(
+        "--source",
+        default="debian",
+        help="'debian' or a folder of wav/flac/ogg/opus/mp3 files (and .mid, rendered with fluidsynth)",
+    )
     p.add_argument("--kind", default="speech", choices=("speech", "music"))
     p.add_argument(
         "--cache", type=Path, help="where Debian packages are kept (default ~/.cache/livesr/debian)"

@@ -11,8 +11,13 @@ Splits are by speaker/track, never by clip:
   the root the file-name prefix before the first "_", "-" or space; speakers sorted by name, the last
   `test_fraction` of them (at least one) form the test split, unless `test_speakers` names them;
 - Debian: speech from `tuxpaint-stamps-default` (readers fr/ru/be train, es test); music from the
-  game soundtracks (train) and `wesnoth-1.16-music` (test). Packages are fetched with
+  game soundtracks (train) and `wesnoth-1.16-music` (test), plus the MIDI songs of
+  `openttd-openmsx` (train) where fluidsynth can render them. Packages are fetched with
   `apt-get download` and unpacked with `dpkg-deb -x` into a cache folder; `.pk3` archives are zips.
+
+MIDI files (.mid, .midi; in a folder source too) are rendered with fluidsynth and a General MIDI
+soundfont (`fluid-soundfont-gm`): lossless, with no codec cut, so they pass the band checks on their
+own merit like any other file.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -37,6 +43,14 @@ from ..atomic import atomic_write
 from .splits import MANIFEST
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+MIDI_EXTENSIONS = (".mid", ".midi")
+SOUNDFONTS = (  # General MIDI soundfonts, first found wins
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+)
+MIDI_RENDER_RATE = 44100
+MIDI_RENDER_GAIN = 0.2  # fluidsynth's synth gain: rendered as float, peak-normalised after
 KIND_RATES = {"speech": 48000, "music": 44100}
 SKIP_REASONS = ("unreadable", "silent", "short", "band")
 
@@ -44,6 +58,7 @@ SPEECH_PACKAGE = "tuxpaint-stamps-default"
 SPEECH_TRAIN, SPEECH_TEST = ("fr", "ru", "be"), ("es",)
 MUSIC_TRAIN = ("warzone2100-music", "ufoai-music", "nexuiz-music", "megaglest-data")
 MUSIC_TEST = ("wesnoth-1.16-music",)
+MUSIC_MIDI = ("openttd-openmsx",)  # train: MIDI songs, rendered when fluidsynth is available
 MUSIC_ONLY_UNDER = {"megaglest-data": "music"}  # packages whose other audio is not music
 
 
@@ -85,7 +100,55 @@ def band_edges(x: np.ndarray, sample_rate: int, content_db: float, cut_db: float
     return reach(cut_db), reach(content_db)
 
 
+def find_soundfont() -> Path | None:
+    return next((Path(p) for p in SOUNDFONTS if Path(p).is_file()), None)
+
+
+def midi_renderer() -> tuple[str, Path] | None:
+    """(fluidsynth, soundfont) when both are installed, else None."""
+    exe, font = shutil.which("fluidsynth"), find_soundfont()
+    return (exe, font) if exe and font else None
+
+
+def render_midi(path: Path) -> tuple[np.ndarray, int]:
+    """A MIDI file as mono float64 audio at MIDI_RENDER_RATE, rendered with fluidsynth (float WAV,
+    so nothing clips). ValueError when it cannot be rendered."""
+    renderer = midi_renderer()
+    if renderer is None:
+        raise ValueError(
+            "MIDI needs fluidsynth and a General MIDI soundfont (apt-get install fluidsynth fluid-soundfont-gm)"
+        )
+    exe, font = renderer
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "render.wav"
+        run = subprocess.run(
+            [
+                exe,
+                "-ni",
+                "-q",
+                "-o",
+                "audio.file.format=float",
+                "-F",
+                str(wav),
+                "-r",
+                str(MIDI_RENDER_RATE),
+                "-g",
+                str(MIDI_RENDER_GAIN),
+                str(font),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if run.returncode or not wav.is_file():
+            raise ValueError(f"fluidsynth could not render {path.name}: {run.stderr.strip()[-200:]}")
+        return _read_mono(wav)
+
+
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+    if path.suffix.lower() in MIDI_EXTENSIONS:
+        return render_midi(path)
     x, rate = sf.read(str(path), dtype="float64", always_2d=True)
     if x.size == 0:
         raise ValueError("empty")
@@ -110,7 +173,7 @@ def process(cand: Candidate, out: Path, sample_rate: int, criteria: Criteria, su
     if rate != sample_rate:
         x = soxr.resample(x, rate, sample_rate, quality="VHQ")
     peak = float(np.max(np.abs(x)))
-    if peak > 1.0:  # resampling overshoot; integer WAVs would clip
+    if peak > 1.0:  # resampling overshoot or a loud MIDI render; integer WAVs would clip
         x = x / peak
     rel = Path(cand.split) / f"{cand.name}.wav"
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +190,10 @@ def process(cand: Candidate, out: Path, sample_rate: int, criteria: Criteria, su
 
 
 # ---- finding files ------------------------------------------------------------------------------
-def audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+def audio_files(root: Path, midi: bool = True) -> list[Path]:
+    """Audio files below `root`, and MIDI files unless `midi` is False."""
+    kinds = AUDIO_EXTENSIONS + (MIDI_EXTENSIONS if midi else ())
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in kinds)
 
 
 def speaker_of(path: Path, root: Path) -> str:
@@ -149,7 +214,7 @@ def folder_candidates(
     files = audio_files(root)
     if len(files) < min_files:
         raise ValueError(
-            f"found {len(files)} audio file(s) ({', '.join(AUDIO_EXTENSIONS)}) under {root}; "
+            f"found {len(files)} audio file(s) ({', '.join(AUDIO_EXTENSIONS + MIDI_EXTENSIONS)}) under {root}; "
             f"need at least {min_files} to make a train and a test split"
         )
     speakers = {p: speaker_of(p, root) for p in files}
@@ -240,10 +305,15 @@ def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
                 stem = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
                 out.append(Candidate(p, split, lang, f"{lang}/{stem}"))
         return out
-    for split, packages in (("train", MUSIC_TRAIN), ("test", MUSIC_TEST)):
+    sources = [("train", MUSIC_TRAIN), ("test", MUSIC_TEST)]
+    if midi_renderer() is not None:
+        sources.append(("train", MUSIC_MIDI))
+    else:
+        print("prepare: fluidsynth or a GM soundfont is missing, so the MIDI songs are left out")
+    for split, packages in sources:
         for package in packages:
             root = fetch_package(package, cache)
-            for p in audio_files(root):
+            for p in audio_files(root, midi=package in MUSIC_MIDI):
                 rel = p.relative_to(root)
                 only = MUSIC_ONLY_UNDER.get(package)
                 if only is None or only in (part.lower() for part in rel.parts[:-1]):
