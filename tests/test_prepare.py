@@ -130,11 +130,26 @@ def test_debian_speech_selection_from_an_unpacked_package(tmp_path):
     other = root / "usr" / "share" / "tuxpaint" / "stamps" / "toys"  # the same stamp name elsewhere
     other.mkdir(parents=True)
     sf.write(other / "cat_desc_fr.ogg", full_band(1), RATE)
+    words = tmp_path / "cache" / pp.WORDS_PACKAGE
+    for lang in ("de", "ru", "es"):
+        (words / "usr" / "share" / "ktuberling" / "sounds" / lang).mkdir(parents=True)
+        sf.write(
+            words / "usr" / "share" / "ktuberling" / "sounds" / lang / "moon_moon.ogg", full_band(2), RATE
+        )
+    sf.write(words / "usr" / "share" / "ktuberling" / "click.ogg", full_band(2), RATE)  # not a word
+    (words / ".extracted").touch()
     candidates = pp.debian_candidates("speech", tmp_path / "cache")
     found = {(c.speaker, c.split) for c in candidates}
-    assert found == {("fr", "train"), ("ru", "train"), ("be", "train"), ("es", "test")}
+    assert found == {
+        ("fr", "train"),
+        ("ru", "train"),
+        ("be", "train"),
+        ("es", "test"),
+        ("kt-de", "train"),
+        ("kt-ru", "train"),
+    }
     names = [c.name for c in candidates]
-    assert len(names) == len(set(names)) == 5  # no output overwrites another
+    assert len(names) == len(set(names)) == 7  # no output overwrites another
     assert {"fr/animals_cat_desc_fr", "fr/toys_cat_desc_fr", "ru/cat_desc_ru"} <= set(names)
 
 

@@ -10,7 +10,8 @@ Splits are by speaker/track, never by clip:
 - a plain folder: the speaker is the file's parent folder below the root, or for files directly in
   the root the file-name prefix before the first "_", "-" or space; speakers sorted by name, the last
   `test_fraction` of them (at least one) form the test split, unless `test_speakers` names them;
-- Debian: speech from `tuxpaint-stamps-default` (readers fr/ru/be train, es test); music from the
+- Debian: speech from `tuxpaint-stamps-default` (readers fr/ru/be train, es test) and the spoken
+  words of `ktuberling-data` (one reader per language, "kt-LANG", train; never es); music from the
   game soundtracks (train) and `wesnoth-1.16-music` (test), plus the MIDI songs of
   `openttd-openmsx` (train) where fluidsynth can render them. Packages are fetched with
   `apt-get download` and unpacked with `dpkg-deb -x` into a cache folder; `.pk3` archives are zips.
@@ -56,6 +57,9 @@ SKIP_REASONS = ("unreadable", "silent", "short", "band")
 
 SPEECH_PACKAGE = "tuxpaint-stamps-default"
 SPEECH_TRAIN, SPEECH_TEST = ("fr", "ru", "be"), ("es",)
+# More voices for training: the spoken words of ktuberling, one reader per language folder
+# (speaker "kt-LANG"); files whose band is cut (8 kHz, 22 kHz recordings) fail the checks on their own.
+WORDS_PACKAGE, WORDS_PREFIX = "ktuberling-data", "kt-"
 MUSIC_TRAIN = ("warzone2100-music", "ufoai-music", "nexuiz-music", "megaglest-data")
 MUSIC_TEST = ("wesnoth-1.16-music",)
 MUSIC_MIDI = ("openttd-openmsx",)  # train: MIDI songs, rendered when fluidsynth is available
@@ -304,6 +308,14 @@ def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
                 split = "test" if lang in SPEECH_TEST else "train"
                 stem = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
                 out.append(Candidate(p, split, lang, f"{lang}/{stem}"))
+        words = fetch_package(WORDS_PACKAGE, cache)
+        for p in audio_files(words, midi=False):
+            lang = p.parent.name
+            if (
+                p.parent.parent.name == "sounds" and lang not in SPEECH_TEST
+            ):  # the test language stays unheard
+                speaker = f"{WORDS_PREFIX}{lang}"
+                out.append(Candidate(p, "train", speaker, f"{speaker}/{p.stem}"))
         return out
     sources = [("train", MUSIC_TRAIN), ("test", MUSIC_TEST)]
     if midi_renderer() is not None:
