@@ -120,19 +120,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(model: str, max_batch: int) -> tuple[subprocess.Popen, str]:
+def _start_server(model: str, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "realtime", "serve", "--port", str(port), "--models", model]
-    server = subprocess.Popen([*cmd, "--max-batch", str(max_batch)], stdout=subprocess.PIPE, text=True)
+    options = ["--max-batch", str(max_batch), "--threads", str(threads)]
+    server = subprocess.Popen([*cmd, *options], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     server.stdout.readline()  # the banner: the server is listening
     return server, f"ws://127.0.0.1:{port}"
 
 
 def bench(
-    counts: Sequence[int], seconds: float, rate: int, model: str, url: str | None = None, max_batch: int = 64
+    counts: Sequence[int],
+    seconds: float,
+    rate: int,
+    model: str,
+    url: str | None = None,
+    max_batch: int = 64,
+    threads: int = 1,
 ) -> list[BenchRow]:
-    server, base = _start_server(model, max_batch) if url is None else (None, url.rstrip("/"))
+    server, base = _start_server(model, max_batch, threads) if url is None else (None, url.rstrip("/"))
     rows = []
     try:
         for n in counts:
@@ -188,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="speech")
     p.add_argument("--url", help="a running server (ws://HOST:PORT); default: start one")
     p.add_argument("--max-batch", type=int, default=64, help="streams per model call of the started server")
+    p.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime threads per model call of the started server"
+    )
     p.add_argument("--json", type=Path, help="also write the rows here")
     return p
 
@@ -198,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --streams must be >= 1 and --seconds > 0", file=sys.stderr)
         return 2
     print(HEADER, flush=True)
-    rows = bench(args.streams, args.seconds, args.rate, args.model, args.url, args.max_batch)
+    rows = bench(args.streams, args.seconds, args.rate, args.model, args.url, args.max_batch, args.threads)
     held = [r.streams for r in rows if r.holds]
     print(f"largest stream count in real time: {max(held) if held else 'none'}")
     if args.json:
