@@ -130,6 +130,10 @@ def test_debian_speech_selection_from_an_unpacked_package(tmp_path):
     other = root / "usr" / "share" / "tuxpaint" / "stamps" / "toys"  # the same stamp name elsewhere
     other.mkdir(parents=True)
     sf.write(other / "cat_desc_fr.ogg", full_band(1), RATE)
+    for country in ("us", "canadian"):  # the same name in folders of the same name
+        coins = root / "usr" / "share" / "tuxpaint" / "stamps" / "money" / country / "coins"
+        coins.mkdir(parents=True)
+        sf.write(coins / "penny_desc_ru.ogg", full_band(1), RATE)
     words = tmp_path / "cache" / pp.WORDS_PACKAGE
     for lang in ("de", "ru", "es"):
         (words / "usr" / "share" / "ktuberling" / "sounds" / lang).mkdir(parents=True)
@@ -149,8 +153,9 @@ def test_debian_speech_selection_from_an_unpacked_package(tmp_path):
         ("kt-ru", "train"),
     }
     names = [c.name for c in candidates]
-    assert len(names) == len(set(names)) == 7  # no output overwrites another
+    assert len(names) == len(set(names)) == 9  # no output overwrites another
     assert {"fr/animals_cat_desc_fr", "fr/toys_cat_desc_fr", "ru/cat_desc_ru"} <= set(names)
+    assert {"ru/us_coins_penny_desc_ru", "ru/canadian_coins_penny_desc_ru"} <= set(names)
 
 
 def test_pk3_archives_are_unpacked_audio_only(tmp_path):

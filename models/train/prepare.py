@@ -293,6 +293,28 @@ def unpack_archives(root: Path) -> int:
     return count
 
 
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """A name per path: its stem, with as many of its closest folders prefixed ("us_coins_penny") as it
+    takes to tell apart the paths that share the stem, so no output file overwrites another."""
+    by_stem: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        by_stem.setdefault(p.stem, []).append(i)
+    names = [p.stem for p in paths]
+    for stem, group in by_stem.items():
+        if len(group) == 1:
+            continue
+        depth = max(len(paths[i].parent.parts) for i in group)
+        for k in range(1, depth + 1):
+            tried = ["_".join((*paths[i].parent.parts[-k:], stem)) for i in group]
+            if len(set(tried)) == len(group):
+                break
+        else:  # the same stem in one folder: only the extension tells them apart
+            tried = [f"{name}_{paths[i].suffix.lstrip('.')}" for i, name in zip(group, tried)]
+        for i, name in zip(group, tried):
+            names[i] = name
+    return names
+
+
 def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
     """The Debian sources of DATA.md for `kind`, split by reader (speech) or by package (music)."""
     out = []
@@ -300,14 +322,11 @@ def debian_candidates(kind: str, cache: Path) -> list[Candidate]:
         root = fetch_package(SPEECH_PACKAGE, cache)
         pattern = re.compile(r"_desc_([a-z]+)\.ogg$")
         files = [(p, m.group(1)) for p in audio_files(root) if (m := pattern.search(p.name))]
-        # The same stamp name appears in several categories: those keep their folder in the name,
-        # so no output file overwrites another.
-        stems = Counter(p.stem for p, _ in files)
-        for p, lang in files:
+        names = unique_names([p.relative_to(root) for p, _ in files])
+        for (p, lang), name in zip(files, names):
             if lang in SPEECH_TRAIN + SPEECH_TEST:
                 split = "test" if lang in SPEECH_TEST else "train"
-                stem = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
-                out.append(Candidate(p, split, lang, f"{lang}/{stem}"))
+                out.append(Candidate(p, split, lang, f"{lang}/{name}"))
         words = fetch_package(WORDS_PACKAGE, cache)
         for p in audio_files(words, midi=False):
             lang = p.parent.name
