@@ -1,0 +1,219 @@
+"""MambaWave: the streaming sampler equals its one-pass output, the counter-based noise depends only on
+(seed, sample index), determinism per seed, the training loss, denoiser causality, presets and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import Tensor
+
+from models.mamba_wave import (
+    MAX_SEED,
+    MambaWave,
+    MambaWaveConfig,
+    MambaWaveDenoiser,
+    counter_noise,
+    diffusion_loss,
+    mambawave_paper_config,
+    mambawave_small_config,
+    sampling_timesteps,
+)
+from models.streaming import State
+
+TOL = 1e-4
+
+
+def tiny(steps: int, clip: bool = False) -> MambaWaveConfig:
+    """A few hundred parameters. No clamping by default: a clamped output could hide a wrong sample."""
+    return dataclasses.replace(
+        mambawave_small_config(),
+        channels=4,
+        layers=2,
+        d_state=4,
+        step_embed_dim=8,
+        step_hidden=16,
+        sampling_steps=steps,
+        clip=clip,
+    )
+
+
+def model_for(config: MambaWaveConfig, seed: int = 0) -> MambaWave:
+    """Random weights throughout: the zero-initialised output layer is re-drawn so eps depends on x."""
+    torch.manual_seed(seed)
+    model = MambaWave(config).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.denoiser.eps_out.weight, std=0.5)
+        torch.nn.init.normal_(model.denoiser.eps_out.bias, std=0.1)
+    return model
+
+
+def signal(batch: int, length: int, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(batch, length, generator=g)
+
+
+def partition(total: int, seed: int) -> list[int]:
+    """Random block lengths summing to `total`; partition 0 is one block, the others include 1s."""
+    if seed == 0:
+        return [total]
+    g = torch.Generator().manual_seed(seed)
+    sizes, left = [1], total - 1
+    while left > 0:
+        n = 1 if torch.rand((), generator=g) < 0.2 else int(torch.randint(2, 48, (), generator=g))
+        sizes.append(min(n, left))
+        left -= sizes[-1]
+    return sizes
+
+
+def stream(model: MambaWave, c: Tensor, sizes: list[int], state: State | None = None) -> Tensor:
+    state = model.init_state(c.shape[0]) if state is None else state
+    outs, pos = [], 0
+    for n in sizes:
+        y, new_state = model.step(c[:, pos : pos + n], state)
+        assert new_state.keys() == state.keys()
+        assert all(
+            new_state[k].shape == state[k].shape and new_state[k].dtype == torch.float32 for k in state
+        )
+        outs.append(y)
+        state, pos = new_state, pos + n
+    return torch.cat(outs, dim=-1)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_streaming_equals_offline(steps: int) -> None:
+    model = model_for(tiny(steps))
+    c = signal(2, 160)
+    seeds = [5, 9]
+    with torch.inference_mode():
+        reference = model(c, {"seed": model.init_state(2, seed=seeds)["seed"]})
+        assert reference.std() > 1e-2  # not a trivial output the comparison could not tell apart
+        for p in range(20):
+            y = stream(model, c, partition(c.shape[-1], p), model.init_state(2, seed=seeds))
+            err = (y - reference).abs().max().item()
+            assert err <= TOL, f"partition {p}: max abs error {err:.2e}"
+
+
+def test_state_keys_and_contract() -> None:
+    model = MambaWave(tiny(3))
+    state = model.init_state(2)
+    assert (model.block_multiple, model.latency, model.sample_rate) == (1, 0, 48000)
+    assert {"seed", "pos"} <= state.keys()
+    assert any(k.startswith("cond.") for k in state)
+    for j in range(3):  # one trunk state per sampling pass, the conditioner shared
+        assert any(k.startswith(f"k{j}.layers.1.") for k in state)
+    assert all(v.dtype == torch.float32 and v.shape[0] == 2 for v in state.values())
+    assert sampling_timesteps(50, 4) == [12, 24, 37, 49] and sampling_timesteps(50, 1) == [49]
+
+
+def test_noise_depends_only_on_seed_and_index() -> None:
+    model = MambaWave(tiny(1))
+    seeds = torch.tensor([[0], [1]])
+    whole = counter_noise(seeds, torch.arange(20000).expand(2, -1))
+    # Through the sampler's state, over a partition and across the 2**20 carry of the stored position.
+    for start in (0, (1 << 20) - 37):
+        state = model.init_state(2, seed=[0, 1])
+        state["pos"] = torch.tensor([[0.0, float(start)]] * 2)
+        parts = []
+        for n in partition(300, 3):
+            x, state["pos"] = model.noise(state, n)
+            parts.append(x)
+        expected = counter_noise(seeds, torch.arange(start, start + 300).expand(2, -1))
+        torch.testing.assert_close(torch.cat(parts, -1), expected, rtol=0, atol=1e-6)
+        assert int(state["pos"][0, 0]) * (1 << 20) + int(state["pos"][0, 1]) == start + 300
+    assert not torch.allclose(whole[0], whole[1])
+    for row in whole:
+        assert abs(row.mean().item()) < 0.05 and abs(row.std().item() - 1) < 0.03
+        assert abs(torch.corrcoef(torch.stack([row[:-1], row[1:]]))[0, 1].item()) < 0.05
+    assert abs(torch.corrcoef(whole)[0, 1].item()) < 0.05
+
+
+def test_deterministic_per_seed() -> None:
+    model = model_for(tiny(2))
+    c = signal(1, 64, seed=1)
+    with torch.inference_mode():
+        a = model(c)
+        b = model(c)
+        other = model.step(c, model.init_state(1, seed=123))[0]
+    assert torch.equal(a, b)
+    assert (a - other).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="seeds must be integers"):
+        model.init_state(1, seed=MAX_SEED)
+    with pytest.raises(ValueError, match="one per batch row"):
+        model.init_state(3, seed=[1, 2])
+
+
+def test_diffusion_loss_backpropagates() -> None:
+    torch.manual_seed(0)
+    denoiser = MambaWaveDenoiser(tiny(2))
+    target, cond = signal(2, 48, seed=2), signal(2, 48, seed=3)
+    loss = diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(0))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    # DiffWave's zero-initialised output layer gets the gradient first.
+    assert denoiser.eps_out.weight.grad.abs().sum() > 0
+    again = diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(0))
+    assert torch.equal(loss.detach(), again.detach())  # the generator decides t and eps
+    # Once that layer is non-zero, every parameter gets a gradient.
+    with torch.no_grad():
+        torch.nn.init.normal_(denoiser.eps_out.weight, std=0.5)
+    denoiser.zero_grad()
+    diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(1)).backward()
+    dead = [n for n, p in denoiser.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+def test_denoiser_is_causal() -> None:
+    torch.manual_seed(0)
+    denoiser = MambaWaveDenoiser(tiny(2)).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(denoiser.eps_out.weight, std=0.5)
+    x, c = signal(1, 64, seed=4), signal(1, 64, seed=5)
+    x2, c2 = x.clone(), c.clone()
+    n = 30
+    x2[:, n + 1 :] += 1.0
+    c2[:, n + 1 :] -= 1.0
+    t = torch.tensor([7])
+    with torch.inference_mode():
+        a, b = denoiser(x, c, t), denoiser(x2, c2, t)
+        other_t = denoiser(x, c, torch.tensor(20.0))
+    torch.testing.assert_close(a[:, : n + 1], b[:, : n + 1], rtol=0, atol=1e-6)
+    assert (a[:, n + 1 :] - b[:, n + 1 :]).abs().max() > 1e-3
+    assert (a - other_t).abs().max() > 1e-4  # the step embedding reaches the output
+
+
+def test_presets_build() -> None:
+    paper = mambawave_paper_config()
+    assert (paper.channels, paper.layers, paper.sample_rate) == (32, 11, 48000)
+    model = MambaWave(paper)
+    assert len(model.denoiser.layers) == 11 and model.denoiser.layers[0].mamba.d_model == 32
+    assert model.config is paper and MambaWaveConfig.from_dict(paper.to_dict()) == paper
+    small = MambaWave(mambawave_small_config())
+    with torch.inference_mode():
+        assert small(signal(1, 8)).shape == (1, 8)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sampling_steps", 0, "sampling_steps"),
+        ("sampling_steps", 51, "sampling_steps"),
+        ("channels", 0, "channels must be >= 1"),
+        ("layers", 0, "layers must be >= 1"),
+        ("step_embed_dim", 7, "step_embed_dim"),
+        ("beta_end", 1.0, "beta_end"),
+        ("seed", -1, "seed"),
+    ],
+)
+def test_bad_config(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MambaWaveConfig(**{field: value})
+
+
+def test_bad_input_shapes() -> None:
+    model = MambaWave(tiny(1))
+    with pytest.raises(ValueError, match="batch, samples"):
+        model.step(torch.zeros(1, 1, 8), model.init_state(1))
+    with pytest.raises(ValueError, match="one shape"):
+        model.denoiser(torch.zeros(1, 8), torch.zeros(1, 9), torch.tensor(0))
