@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from _streaming import stream_blocks
 from torch import Tensor
 
 from models.mamba_wave import (
@@ -20,7 +21,6 @@ from models.mamba_wave import (
     mambawave_small_config,
     sampling_timesteps,
 )
-from models.streaming import State
 
 TOL = 1e-4
 
@@ -67,20 +67,6 @@ def partition(total: int, seed: int) -> list[int]:
     return sizes
 
 
-def stream(model: MambaWave, c: Tensor, sizes: list[int], state: State | None = None) -> Tensor:
-    state = model.init_state(c.shape[0]) if state is None else state
-    outs, pos = [], 0
-    for n in sizes:
-        y, new_state = model.step(c[:, pos : pos + n], state)
-        assert new_state.keys() == state.keys()
-        assert all(
-            new_state[k].shape == state[k].shape and new_state[k].dtype == torch.float32 for k in state
-        )
-        outs.append(y)
-        state, pos = new_state, pos + n
-    return torch.cat(outs, dim=-1)
-
-
 @pytest.mark.parametrize("steps", [1, 4])
 def test_streaming_equals_offline(steps: int) -> None:
     model = model_for(tiny(steps))
@@ -90,7 +76,7 @@ def test_streaming_equals_offline(steps: int) -> None:
         reference = model(c, {"seed": model.init_state(2, seed=seeds)["seed"]})
         assert reference.std() > 1e-2  # not a trivial output the comparison could not tell apart
         for p in range(20):
-            y = stream(model, c, partition(c.shape[-1], p), model.init_state(2, seed=seeds))
+            y = stream_blocks(model, c, partition(c.shape[-1], p), model.init_state(2, seed=seeds))
             err = (y - reference).abs().max().item()
             assert err <= TOL, f"partition {p}: max abs error {err:.2e}"
 

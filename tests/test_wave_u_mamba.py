@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from _streaming import stream_blocks
 from torch import Tensor
 
-from models.streaming import State
 from models.wave_u_mamba import WaveUMamba, WaveUMambaConfig, paper_config, speech_config
 
 SR = 48000
@@ -62,27 +62,13 @@ def partition(total: int, multiple: int, seed: int, max_units: int = 300) -> lis
     return sizes
 
 
-def stream(model: WaveUMamba, x: Tensor, sizes: list[int], state: State | None = None) -> Tensor:
-    state = model.init_state(x.shape[0]) if state is None else state
-    outs, pos = [], 0
-    for n in sizes:
-        y, new_state = model.step(x[:, pos : pos + n], state)
-        assert new_state.keys() == state.keys()
-        assert all(
-            new_state[k].shape == state[k].shape and new_state[k].dtype == torch.float32 for k in state
-        )
-        outs.append(y)
-        state, pos = new_state, pos + n
-    return torch.cat(outs, dim=-1)
-
-
 def assert_streams_like_offline(model: WaveUMamba, x: Tensor, partitions: int, max_units: int = 300) -> None:
     with torch.inference_mode():
         offline = model(x)
         assert offline.shape == x.shape
         for seed in range(partitions):
             sizes = partition(x.shape[-1], model.block_multiple, seed, max_units)
-            assert (stream(model, x, sizes) - offline).abs().max() <= TOL, sizes
+            assert (stream_blocks(model, x, sizes) - offline).abs().max() <= TOL, sizes
 
 
 # --- the original wiring, offline and non-causal (or causal), written with plain torch ops ---------
@@ -276,7 +262,7 @@ def test_paper_wiring_streams_the_non_causal_reference_delayed_by_the_latency(pr
         impulse[0, 1000] = 1.0
         assert measured_latency(model, impulse) == PAPER_LATENCY
         with torch.inference_mode():
-            streamed = stream(model, x, partition(x.shape[-1], 16, seed=7, max_units=40))
+            streamed = stream_blocks(model, x, partition(x.shape[-1], 16, seed=7, max_units=40))
             ref = reference(model, x)
         lag = model.latency
         assert (streamed[:, lag:] - ref[:, : ref.shape[-1] - lag]).abs().max() <= TOL
@@ -330,9 +316,9 @@ def test_restart_after_init_state_gives_identical_output() -> None:
     x, other = speech_like(0.2, seed=1), speech_like(0.2, seed=2)
     sizes = partition(x.shape[-1], 16, seed=3, max_units=60)
     with torch.inference_mode():
-        first = stream(model, x, sizes)
-        stream(model, other, sizes)  # a different stream in between
-        again = stream(model, x, sizes)
+        first = stream_blocks(model, x, sizes)
+        stream_blocks(model, other, sizes)  # a different stream in between
+        again = stream_blocks(model, x, sizes)
     assert torch.equal(first, again)
 
 
