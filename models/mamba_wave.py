@@ -15,11 +15,15 @@ Every part is causal and per-sample apart from the convolutions' context and the
 denoiser streams at latency 0 with any block length.
 
 `MambaWave` is the generator: each block runs all K steps of a deterministic DDIM sampler (eta = 0)
-from x_K = noise to x_0. Each sampling step runs the shared denoiser weights with its own carried
+from x_K = sqrt(abar) c + sqrt(1 - abar) noise (the forward process applied to the band-limited input
+at the first pass's step) to x_0. Each sampling step runs the shared denoiser weights with its own carried
 state ("k<j>." holds the state of the pass that produces x_j), and the conditioning features, which do
 not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
 stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
-blocks gives the one-pass output.
+blocks gives the one-pass output. With `noise_bands` (the `mambawave` preset) the sample gets the
+project's noise excitation at the level the input implies (models/band_level.py, the one owner of the
+new band's level): a few DDIM steps end on a clean estimate that is a mean, so the part of the new band
+the input does not predict comes out quiet, and the excitation supplies it.
 
 Training (`diffusion_loss`) is DiffWave's epsilon-MSE on whole segments, run offline from the initial
 state; the sampler reuses the training schedule at K of its steps (`sampling_timesteps`).
@@ -35,7 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .band_level import BandLevel
 from .config import JsonConfig
+from .dsp.level import check_level_shape, power_law_shape
+from .excitation import NoiseBands
 from .layers import StreamingConv1d
 from .mamba import Mamba
 from .streaming import State, StreamingModule, prefixed, substate
@@ -89,8 +96,23 @@ class MambaWaveConfig(JsonConfig):
     seed: int = 0
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
+    # > 0: the new band's noise excitation at the rule's level (models/band_level.py), added to the
+    # sample; 0: the sample alone (the paper's model)
+    noise_bands: int = 0
+    noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
+    level_hop: int = 16  # samples per level frame: the generator's block multiple when noise_bands > 0
+    level_window: int = 512  # samples of input each level frame measures
+    level_shape: tuple[tuple[float, float], ...] = power_law_shape(2.0)
+    level_offset_db: float = 0.0
 
     def __post_init__(self) -> None:
+        self.level_shape = check_level_shape(self.level_shape)
+        if self.noise_bands < 0:
+            raise ValueError(f"MambaWaveConfig.noise_bands must be >= 0, got {self.noise_bands}")
+        if self.level_hop < 1 or self.level_window < self.level_hop:
+            raise ValueError(
+                f"MambaWaveConfig needs 1 <= level_hop <= level_window, got {self.level_hop}, {self.level_window}"
+            )
         for name in ("channels", "layers", "d_state", "expand", "input_kernel", "cond_kernel", "step_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MambaWaveConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -124,9 +146,22 @@ def mambawave_paper_config() -> MambaWaveConfig:
 
 
 def mambawave_small_config() -> MambaWaveConfig:
-    """A CPU-friendly preset: 16 channels, 4 layers, a small step MLP and 2 sampling steps."""
+    """A CPU-friendly preset: 16 channels, 4 layers, a small step MLP and 2 sampling steps, plus the
+    speech preset's 12-band excitation at its rule's level (shape and offset fitted on the speech
+    validation split, docs/TRAINING.md): a few sampling steps leave the unpredictable part of the new
+    band quiet (each step's clean estimate is a mean), and the excitation puts it at the input's level."""
+    from .wave_u_mamba import SPEECH_LEVEL_FIT_OFFSET_DB, SPEECH_LEVEL_SHAPE
+
     return MambaWaveConfig(
-        channels=16, layers=4, d_state=8, step_embed_dim=32, step_hidden=64, sampling_steps=2
+        channels=16,
+        layers=4,
+        d_state=8,
+        step_embed_dim=32,
+        step_hidden=64,
+        sampling_steps=2,
+        noise_bands=12,
+        level_shape=SPEECH_LEVEL_SHAPE,
+        level_offset_db=SPEECH_LEVEL_FIT_OFFSET_DB,
     )
 
 
@@ -381,11 +416,16 @@ def _seed_tensor(seed: int | Sequence[int] | Tensor | None, default: int, batch:
 class MambaWave(StreamingModule):
     """The generator: band-limited c (batch, samples) at 48 kHz -> (batch, samples) at 48 kHz.
 
-    Each block runs every DDIM step (eta = 0): x_K = counter_noise(seed, sample index), then for
+    Each block runs every DDIM step (eta = 0): x_K = sqrt(abar_{K-1}) c + sqrt(1 - abar_{K-1}) z with
+    z = counter_noise(seed, sample index), then for
     j = K-1 .. 0, eps = eps_theta(x_{j+1}, c, t_j) with the state "k<j>." and
     x_j = sqrt(abar_{j-1}) x0_hat + sqrt(1 - abar_{j-1}) eps_hat (abar_{-1} = 1, so x_0 = x0_hat), where
     x0_hat = (x_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), clamped to [-1, 1] when `config.clip`
     (eps_hat then recomputed from the clamped estimate, as diffusers' DDIM does).
+
+    With `config.noise_bands`, x_0 plus the excitation at the rule's level (states "level." and
+    "excitation."; the host sets "level.top" and "level.rule" from the band edge, as for the other
+    generators) and blocks of multiples of `level_hop`.
 
     State: "seed" (batch, 1), the stream's noise seed (an integer < 2**24; set it with
     `init_state(batch, seed=...)` or `forward(c, values={"seed": ...})`); "pos" (batch, 2), the absolute
@@ -394,7 +434,6 @@ class MambaWave(StreamingModule):
     """
 
     traceable = True  # branches on shapes only
-    block_multiple = 1
     latency = 0
 
     def __init__(self, config: MambaWaveConfig | None = None) -> None:
@@ -402,6 +441,14 @@ class MambaWave(StreamingModule):
         self.config = config = config if config is not None else mambawave_paper_config()
         self.sample_rate = config.sample_rate
         self.denoiser = MambaWaveDenoiser(config)
+        self.excitation: NoiseBands | None = None
+        self.level: BandLevel | None = None
+        self.block_multiple = 1
+        if config.noise_bands:
+            hop = config.level_hop
+            self.excitation = NoiseBands(config.noise_bands, config.noise_low_hz, config.sample_rate, hop=hop)
+            self.level = BandLevel(config.noise_bands, config.sample_rate, hop, config.level_window)
+            self.block_multiple = hop
         self.timesteps = sampling_timesteps(config.train_steps, config.sampling_steps)
         abar = alpha_bars(config).tolist()
         # Per pass j, at t = t_j: (sqrt(abar_t), sqrt(1 - abar_t), sqrt(abar_prev), sqrt(1 - abar_prev)),
@@ -432,10 +479,13 @@ class MambaWave(StreamingModule):
         trunk = self.denoiser.init_trunk_state(batch, device)
         for j in range(len(self.timesteps)):
             state.update(prefixed(f"k{j}", {k: v.clone() for k, v in trunk.items()}))
+        if self.excitation is not None:
+            state.update(prefixed("level", self.level.init_state(batch, device)))
+            state.update(prefixed("excitation", self.excitation.init_state(batch, device)))
         return state
 
-    def noise(self, state: State, length: int) -> tuple[Tensor, Tensor]:
-        """x_K for the next `length` samples of the stream and the advanced "pos": (noise, pos)."""
+    def start_noise(self, state: State, length: int) -> tuple[Tensor, Tensor]:
+        """The noise of x_K for the next `length` samples of the stream and the advanced "pos"."""
         pos = state["pos"].to(torch.int64)
         start = pos[:, :1] * _POS_SPLIT + pos[:, 1:]  # (batch, 1)
         index = start + torch.arange(length, device=pos.device)
@@ -459,7 +509,12 @@ class MambaWave(StreamingModule):
     def step(self, c: Tensor, state: State) -> tuple[Tensor, State]:
         if c.dim() != 2:
             raise ValueError(f"MambaWave expects (batch, samples), got shape {tuple(c.shape)}")
-        x, pos = self.noise(state, c.shape[-1])
+        self.check_block(c.shape[-1])
+        noise, pos = self.start_noise(state, c.shape[-1])
+        # x_K: the forward process at the first pass's step applied to c, the best guess of x_0 before
+        # any pass, so the first pass sees what training showed it at that step (not unit noise).
+        a_first, s_first = self._coefs[-1][:2]
+        x = a_first * c + s_first * noise
         cond, cond_state = self.denoiser.cond.step(c, substate(state, "cond"))
         new_state: State = {"seed": state["seed"], "pos": pos, **prefixed("cond", cond_state)}
         for j in reversed(range(len(self.timesteps))):
@@ -467,4 +522,9 @@ class MambaWave(StreamingModule):
             eps, sub = self.denoiser.denoise(x, cond, self.step_values[j], substate(state, name))
             x = self._ddim(x, eps, j)
             new_state.update(prefixed(name, sub))
+        if self.excitation is not None:
+            level, level_state = self.level.step(c, substate(state, "level"))
+            fill, fill_state = self.excitation.step(level, substate(state, "excitation"))
+            x = x + fill
+            new_state.update({**prefixed("level", level_state), **prefixed("excitation", fill_state)})
         return x, new_state

@@ -1,7 +1,7 @@
 """Named presets -> configured generators, and safetensors weights with a JSON config beside them.
 
 A weights file `NAME.safetensors` always travels with `NAME.json`:
-    {"family": "wave-u-mamba" | "aeromamba", "preset": str, "config": {...}, "sample_rate": int,
+    {"family": "wave-u-mamba" | "aeromamba" | "mambawave", "preset": str, "config": {...}, "sample_rate": int,
      "block_multiple": int, "latency": int, ...optional training facts}
 Weights load from `.safetensors` only (never pickle).
 """
@@ -44,10 +44,16 @@ PRESETS: dict[str, Preset] = {
     "music": Preset("aeromamba", "music_config", "compact streaming AEROMamba, 11-22 kHz music -> 44.1 kHz"),
     "wave-u-mamba-paper": Preset("wave-u-mamba", "paper_config", "Wave-U-Mamba, the paper configuration"),
     "aeromamba-paper": Preset("aeromamba", "paper_config", "AEROMamba, the paper configuration"),
+    "mambawave": Preset(
+        "mambawave",
+        "mambawave_small_config",
+        "small streaming MambaWave diffusion (2 sampling steps) + excitation, 8-24 kHz speech -> 48 kHz",
+    ),
+    "mambawave-paper": Preset("mambawave", "mambawave_paper_config", "MambaWave, the paper configuration"),
 }
 
 
-_FAMILY_CLASSES = {"wave-u-mamba": "WaveUMamba", "aeromamba": "AEROMamba"}
+_FAMILY_CLASSES = {"wave-u-mamba": "WaveUMamba", "aeromamba": "AEROMamba", "mambawave": "MambaWave"}
 
 
 def _family_module(family: str):
@@ -56,13 +62,15 @@ def _family_module(family: str):
         from . import wave_u_mamba as mod
     elif family == "aeromamba":
         from . import aero_mamba as mod
+    elif family == "mambawave":
+        from . import mamba_wave as mod
     else:
         raise WeightsError(f"unknown model family {family!r}; known: {', '.join(_FAMILY_CLASSES)}")
     return mod
 
 
 def family_of(model: StreamingModule) -> str:
-    """The family name of a generator ("wave-u-mamba" or "aeromamba")."""
+    """The family name of a generator ("wave-u-mamba", "aeromamba" or "mambawave")."""
     for family, cls_name in _FAMILY_CLASSES.items():
         if type(model).__name__ == cls_name:
             return family

@@ -104,6 +104,12 @@ def check_device_rate(device: int, rate: int, channels: int, kind: str) -> None:
 
 
 # ---- model ------------------------------------------------------------------------------------------------
+MODEL_HELP = (
+    "a preset (speech: Wave-U-Mamba, music: AEROMamba, mambawave: the MambaWave diffusion generator "
+    "for speech) or a .safetensors file with its .json config beside it"
+)
+
+
 def load_generator(
     name: str,
     random_init: bool,
@@ -521,10 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--summary-json", metavar="PATH", help="write the end-of-run summary as JSON")
     mod = p.add_argument_group("model")
     mod.add_argument(
-        "--model",
-        default="speech",
-        metavar="speech|music|PATH",
-        help="preset name or a .safetensors file with its .json config beside it (default speech)",
+        "--model", default="speech", metavar="PRESET|PATH", help=MODEL_HELP + " (default speech)"
     )
     mod.add_argument(
         "--backend",

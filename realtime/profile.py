@@ -310,7 +310,7 @@ def _state_floats(processor) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m realtime profile`; returns the exit code."""
-    from .cli import PROG, CliError, OneLineParser, build_processor, load_generator, positive
+    from .cli import MODEL_HELP, PROG, CliError, OneLineParser, build_processor, load_generator, positive
     from .processor import BACKENDS
 
     p = OneLineParser(
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(the cost does not depend on weight values)."
         ),
     )
-    p.add_argument("--model", default="speech", metavar="speech|music|PATH", help="preset or weights file")
+    p.add_argument("--model", default="speech", metavar="PRESET|PATH", help=MODEL_HELP)
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="torch, onnx, triton or auto (default)"
     )

@@ -10,6 +10,7 @@ import torch
 from _streaming import stream_blocks
 from torch import Tensor
 
+from models.dsp.level import level_state
 from models.mamba_wave import (
     MAX_SEED,
     MambaWave,
@@ -25,8 +26,9 @@ from models.mamba_wave import (
 TOL = 1e-4
 
 
-def tiny(steps: int, clip: bool = False) -> MambaWaveConfig:
-    """A few hundred parameters. No clamping by default: a clamped output could hide a wrong sample."""
+def tiny(steps: int, clip: bool = False, noise_bands: int = 0) -> MambaWaveConfig:
+    """A few hundred parameters. No clamping by default: a clamped output could hide a wrong sample.
+    No excitation by default: the sample alone, any block length."""
     return dataclasses.replace(
         mambawave_small_config(),
         channels=4,
@@ -36,6 +38,7 @@ def tiny(steps: int, clip: bool = False) -> MambaWaveConfig:
         step_hidden=16,
         sampling_steps=steps,
         clip=clip,
+        noise_bands=noise_bands,
     )
 
 
@@ -54,17 +57,18 @@ def signal(batch: int, length: int, seed: int = 0) -> Tensor:
     return 0.3 * torch.randn(batch, length, generator=g)
 
 
-def partition(total: int, seed: int) -> list[int]:
-    """Random block lengths summing to `total`; partition 0 is one block, the others include 1s."""
+def partition(total: int, seed: int, unit: int = 1) -> list[int]:
+    """Random block lengths (multiples of `unit`) summing to `total`; partition 0 is one block, the
+    others include single units."""
     if seed == 0:
         return [total]
     g = torch.Generator().manual_seed(seed)
-    sizes, left = [1], total - 1
+    sizes, left = [1], total // unit - 1
     while left > 0:
         n = 1 if torch.rand((), generator=g) < 0.2 else int(torch.randint(2, 48, (), generator=g))
         sizes.append(min(n, left))
         left -= sizes[-1]
-    return sizes
+    return [n * unit for n in sizes]
 
 
 @pytest.mark.parametrize("steps", [1, 4])
@@ -79,6 +83,30 @@ def test_streaming_equals_offline(steps: int) -> None:
             y = stream_blocks(model, c, partition(c.shape[-1], p), model.init_state(2, seed=seeds))
             err = (y - reference).abs().max().item()
             assert err <= TOL, f"partition {p}: max abs error {err:.2e}"
+
+
+def test_streaming_equals_offline_with_excitation() -> None:
+    """The preset's form: the sample plus the excitation at the rule's level for a 16 kHz input."""
+    model = model_for(tiny(2, noise_bands=12))
+    unit = model.block_multiple
+    c = signal(2, 40 * unit)
+    values = {
+        k: torch.from_numpy(v).expand(2, -1) for k, v in level_state(model.config, 8000.0, 7600.0).items()
+    }
+    values["seed"] = model.init_state(2, seed=[3, 4])["seed"]
+    with torch.inference_mode():
+        reference = model(c, values)
+        without = MambaWave(dataclasses.replace(model.config, noise_bands=0))
+        without.load_state_dict(model.state_dict())
+        plain = without.eval()(c, {"seed": values["seed"]})
+        assert (reference - plain).std() > 1e-3  # the excitation sounds
+        for p in range(20):
+            state = {**model.init_state(2), **values}
+            y = stream_blocks(model, c, partition(c.shape[-1], p, unit), state)
+            err = (y - reference).abs().max().item()
+            assert err <= TOL, f"partition {p}: max abs error {err:.2e}"
+    with pytest.raises(ValueError, match="multiple of block_multiple=16"):
+        model.step(c[:, :10], model.init_state(2))
 
 
 def test_state_keys_and_contract() -> None:
@@ -103,7 +131,7 @@ def test_noise_depends_only_on_seed_and_index() -> None:
         state["pos"] = torch.tensor([[0.0, float(start)]] * 2)
         parts = []
         for n in partition(300, 3):
-            x, state["pos"] = model.noise(state, n)
+            x, state["pos"] = model.start_noise(state, n)
             parts.append(x)
         expected = counter_noise(seeds, torch.arange(start, start + 300).expand(2, -1))
         torch.testing.assert_close(torch.cat(parts, -1), expected, rtol=0, atol=1e-6)
@@ -176,8 +204,9 @@ def test_presets_build() -> None:
     assert len(model.denoiser.layers) == 11 and model.denoiser.layers[0].mamba.d_model == 32
     assert model.config is paper and MambaWaveConfig.from_dict(paper.to_dict()) == paper
     small = MambaWave(mambawave_small_config())
+    assert small.block_multiple == 16 and small.config.noise_bands == 12
     with torch.inference_mode():
-        assert small(signal(1, 8)).shape == (1, 8)
+        assert small(signal(1, 32)).shape == (1, 32)
 
 
 @pytest.mark.parametrize(
@@ -190,6 +219,8 @@ def test_presets_build() -> None:
         ("step_embed_dim", 7, "step_embed_dim"),
         ("beta_end", 1.0, "beta_end"),
         ("seed", -1, "seed"),
+        ("noise_bands", -1, "noise_bands"),
+        ("level_window", 8, "level_hop <= level_window"),
     ],
 )
 def test_bad_config(field: str, value: object, message: str) -> None:

@@ -36,6 +36,8 @@ presets:
   speech  Wave-U-Mamba compact, 48 kHz; inputs 8/12/16/24 kHz; MPD + MSD, LSGAN; 1 s x 16
   music   AEROMamba compact, 44.1 kHz; inputs 11.025/22.05 kHz + same-rate 4-16 kHz cutoffs;
           MelGAN multi-scale, hinge; 2 s x 8
+  mambawave  MambaWave small, 48 kHz; inputs 8/12/16/24 kHz; the denoiser on epsilon-MSE (a
+          diffusion model: no discriminators, one process); 0.25 s x 8
 """
 
 
@@ -77,7 +79,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         description=FIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="speech", choices=("speech", "music"), help="training recipe")
+    p.add_argument(
+        "--preset", default="speech", choices=("speech", "music", "mambawave"), help="training recipe"
+    )
     p.add_argument("--data", required=True, type=Path, help="folder made by `prepare` (manifest.json)")
     p.add_argument("--out", required=True, type=Path, help="run folder (RUN_DIR)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in RUN_DIR")

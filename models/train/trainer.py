@@ -136,6 +136,16 @@ PRESETS: dict[str, TrainConfig] = {
     "speech": TrainConfig(),
     # AERO's recipe (hinge, MelGAN multi-scale, feature matching) with the music rates and the
     # same-rate cutoff mode.
+    # MambaWave: DiffWave's recipe (epsilon-MSE, Adam 2e-4) on short segments (the denoiser runs Mamba
+    # at 48 kHz), no discriminators (a diffusion loss, not a GAN).
+    "mambawave": TrainConfig(
+        preset="mambawave",
+        generator="mambawave",
+        discriminators=(),
+        segment_seconds=0.25,
+        batch_size=8,
+        warmup_steps=100,
+    ),
     "music": TrainConfig(
         preset="music",
         generator="music",
@@ -352,6 +362,14 @@ class Trainer:
             else None
         )
         self.ema = EMA(self.generator, cfg.ema_decay) if cfg.ema_decay > 0 and self.rank == 0 else None
+        # A diffusion generator (MambaWave) trains its denoiser on the noise-prediction loss instead of
+        # the reconstruction + adversarial losses of a one-pass generator.
+        self.denoiser: nn.Module | None = getattr(self.generator, "denoiser", None)
+        if self.denoiser is not None and (self.discriminators is not None or self.world > 1):
+            raise ValueError(
+                "a diffusion generator trains on its noise-prediction loss alone, on one process: "
+                "pass --no-discriminators and run without torchrun"
+            )
         self.g_run: nn.Module = self.generator
         self.d_run: nn.Module | None = self.discriminators
         if self.world > 1:
@@ -433,6 +451,8 @@ class Trainer:
         cfg, lat = self.cfg, self.latency
         lr = self._set_lr()
         self.generator.train()
+        if self.denoiser is not None:
+            return self._diffusion_step(lowres, target, lr)
         fake = self.g_run(lowres, self._level(band_edge_hz.tolist()))[:, lat:]
         real = target[:, : target.shape[1] - lat]
         logs: dict[str, Tensor] = {"lr": torch.tensor(lr)}
@@ -466,6 +486,21 @@ class Trainer:
         logs.update(
             loss_g=loss_g.detach(), stft=loss_stft.detach(), mel=loss_mel.detach(), band=loss_band.detach()
         )
+        self.step += 1
+        return logs
+
+    def _diffusion_step(self, lowres: Tensor, target: Tensor, lr: float) -> dict[str, Tensor]:
+        """One step of the denoiser on epsilon-MSE (`models.mamba_wave.diffusion_loss`)."""
+        from ..mamba_wave import diffusion_loss
+
+        loss = diffusion_loss(self.denoiser, target, lowres)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        logs = {"lr": torch.tensor(lr), "loss_g": loss.detach()}
+        logs["grad_g"] = nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip_g)
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.generator)
         self.step += 1
         return logs
 
