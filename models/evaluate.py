@@ -72,7 +72,11 @@ NOISEFILL_LEVEL_TOP = (
     0.95  # the fit band stops short of the input's Nyquist, where its anti-alias filter rolls off
 )
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-DEFAULT_RATES = {"wave-u-mamba": (8000, 12000, 16000, 24000), "aeromamba": (11025, 22050)}
+DEFAULT_RATES = {
+    "wave-u-mamba": (8000, 12000, 16000, 24000),
+    "aeromamba": (11025, 22050),
+    "mambawave": (8000, 12000, 16000, 24000),
+}
 SYSTEMS = ("baseline", "noisefill", "model")
 METRICS = ("lsd", "lsd_hf", "snr_lb", "level_bias", "snr", "visqol")
 HF_VS_NOISEFILL = "lsd_hf_vs_noisefill"  # model rows: LSD-HF / noisefill's LSD-HF (< 1: beats noisefill)

@@ -9,7 +9,8 @@ dilated convolution replaced by a causal, streaming Mamba block:
     step:       sinusoidal(t) -> FC -> SiLU -> FC -> SiLU -> one projection to C per layer
     layer i:    h = x + step_i;  z = 1x1(Mamba(LayerNorm(h))) + cond_i;  g = tanh(z_a) * sigmoid(z_b)
                 res, skip = 1x1(g);  x = (x + res) / sqrt(2)
-    output:     sum(skips) / sqrt(N) -> 1x1 -> ReLU -> 1x1 (zero-initialised, as DiffWave) -> eps
+    output:     sum(skips) / sqrt(N) -> 1x1 -> ReLU -> 1x1 (zero-initialised, as DiffWave) -> net
+                eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net   (zero net: x_0 = c)
 
 Every part is causal and per-sample apart from the convolutions' context and the Mamba states, so the
 denoiser streams at latency 0 with any block length.
@@ -67,6 +68,7 @@ MAX_SEED = 1 << 24
 # The position is stored as (high, low) with low < 2**20: exact in fp32 for 2**44 samples (11 years at
 # 48 kHz), and low + a block of up to 2**23 samples stays exact before it is carried into high.
 _POS_SPLIT = 1 << 20
+MIN_SNR_GAMMA = 5.0  # the training loss weights a step by min(SNR, gamma) / SNR (`diffusion_loss`)
 
 
 @dataclass
@@ -282,7 +284,7 @@ class _ResidualLayer(nn.Module):
 class MambaWaveDenoiser(StreamingModule):
     """eps_theta(x_t, c, t): x_t and c (batch, samples) at the model rate, t (batch,) or a scalar.
 
-    The diffusion step enters as a tensor (integer training steps 0..T-1; any float works), so
+    The diffusion step enters as a tensor of integer training steps 0..T-1, so
     `step(x_t, c, t, state)` is the three-input form of the streaming contract: `forward(x_t, c, t)`
     equals `step(x_t, c, t, init_state(...))[0]` and any partition of a sequence into blocks (same t)
     gives the one-pass output. Latency 0, any block length.
@@ -341,8 +343,15 @@ class MambaWaveDenoiser(StreamingModule):
         emb = self.step_mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
         return self.step_proj(emb).unsqueeze(1)
 
-    def denoise(self, x_t: Tensor, cond: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:
-        """eps from x_t (batch, L), conditioning from `self.cond` (batch, L, N * 2C) and t; trunk state."""
+    def denoise(self, x_t: Tensor, c: Tensor, cond: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:
+        """eps from x_t and c (batch, L), c's conditioning from `self.cond` (batch, L, N * 2C) and t
+        (integer steps); trunk state.
+
+        eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net: the noise x_t would hold if x_0 were the
+        band-limited input c, plus what the network adds. The network is zero-initialised, so an
+        untrained sampler returns c, and its error in x_0 is never larger than the new band it misses:
+        predicting eps outright, a small error at the noisiest steps comes out as loud broadband
+        noise (x_0's error is sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at T = 50)."""
         if x_t.dim() != 2 or cond.shape[:2] != x_t.shape:
             raise ValueError(
                 f"MambaWaveDenoiser: x_t must be (batch, samples) and match the conditioning, got "
@@ -350,11 +359,11 @@ class MambaWaveDenoiser(StreamingModule):
             )
         if t.numel() not in (1, x_t.shape[0]):
             raise ValueError(f"t must be a scalar or one step per batch row, got shape {tuple(t.shape)}")
-        c = self.config.channels
+        channels = self.config.channels
         h, input_state = self.input.step(x_t.unsqueeze(1), substate(state, "input"))
         x = F.relu(h).transpose(1, 2)  # (b, L, C): time-major for Mamba and the 1x1 layers
-        step_bias = self.step_embedding(t).split(c, dim=-1)
-        conds = cond.split(2 * c, dim=-1)
+        step_bias = self.step_embedding(t).split(channels, dim=-1)
+        conds = cond.split(2 * channels, dim=-1)
         new_state = prefixed("input", input_state)
         skips = None
         for i, layer in enumerate(self.layers):
@@ -363,7 +372,9 @@ class MambaWaveDenoiser(StreamingModule):
             skips = skip if skips is None else skips + skip
             new_state.update(prefixed(name, sub))
         h = F.relu(self.skip_out(skips * (1.0 / math.sqrt(len(self.layers)))))
-        return self.eps_out(h).squeeze(-1), new_state
+        index = t.reshape(-1, 1).long()
+        eps_if_input = (x_t - self.sqrt_abar[index] * c) / self.sqrt_one_minus_abar[index]
+        return eps_if_input + self.eps_out(h).squeeze(-1), new_state
 
     def step(self, x_t: Tensor, c: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:  # type: ignore[override]
         if c.shape != x_t.shape or c.dim() != 2:
@@ -372,7 +383,7 @@ class MambaWaveDenoiser(StreamingModule):
                 f"{tuple(x_t.shape)} and {tuple(c.shape)}"
             )
         cond, cond_state = self.cond.step(c, substate(state, "cond"))
-        eps, trunk_state = self.denoise(x_t, cond, t, state)
+        eps, trunk_state = self.denoise(x_t, c, cond, t, state)
         return eps, {**prefixed("cond", cond_state), **trunk_state}
 
     def forward(self, x_t: Tensor, c: Tensor, t: Tensor) -> Tensor:  # type: ignore[override]
@@ -383,9 +394,14 @@ class MambaWaveDenoiser(StreamingModule):
 def diffusion_loss(
     denoiser: MambaWaveDenoiser, target: Tensor, cond: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
-    """DiffWave's training loss: t ~ U{0..T-1} per row, x_t = sqrt(abar) target + sqrt(1 - abar) eps,
-    the MSE between eps and its prediction. target, cond: (batch, samples) whole segments (offline,
-    from the initial state). `generator` (on target's device) makes t and eps reproducible."""
+    """DiffWave's epsilon-MSE with min-SNR weighting: t ~ U{0..T-1} per row,
+    x_t = sqrt(abar) target + sqrt(1 - abar) eps, each row's MSE between eps and its prediction
+    weighted by min(SNR_t, MIN_SNR_GAMMA) / SNR_t (SNR_t = abar / (1 - abar); Hang et al. 2023).
+
+    The eps of a nearly clean step is the input-implied noise plus (sqrt(abar) / sqrt(1 - abar)) times
+    the missing band (see `MambaWaveDenoiser.denoise`), up to 100x at t = 0: unweighted, those steps,
+    which a few-step sampler never visits, would decide every gradient. target, cond: (batch, samples)
+    whole segments (offline, from the initial state). `generator` makes t and eps reproducible."""
     if target.dim() != 2 or cond.shape != target.shape:
         raise ValueError(
             f"diffusion_loss: target and cond must be (batch, samples) of one shape, got "
@@ -394,8 +410,12 @@ def diffusion_loss(
     steps = denoiser.config.train_steps
     t = torch.randint(0, steps, (target.shape[0],), generator=generator, device=target.device)
     eps = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
-    x_t = denoiser.sqrt_abar[t, None] * target + denoiser.sqrt_one_minus_abar[t, None] * eps
-    return F.mse_loss(denoiser(x_t, cond, t), eps)
+    a, s = denoiser.sqrt_abar[t, None], denoiser.sqrt_one_minus_abar[t, None]
+    x_t = a * target + s * eps
+    snr = (a / s).square().squeeze(1)
+    weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
+    per_row = (denoiser(x_t, cond, t) - eps).square().mean(dim=1)
+    return (weight * per_row).mean()
 
 
 # --- streaming sampler -------------------------------------------------------------------------------
@@ -519,7 +539,7 @@ class MambaWave(StreamingModule):
         new_state: State = {"seed": state["seed"], "pos": pos, **prefixed("cond", cond_state)}
         for j in reversed(range(len(self.timesteps))):
             name = f"k{j}"
-            eps, sub = self.denoiser.denoise(x, cond, self.step_values[j], substate(state, name))
+            eps, sub = self.denoiser.denoise(x, c, cond, self.step_values[j], substate(state, name))
             x = self._ddim(x, eps, j)
             new_state.update(prefixed(name, sub))
         if self.excitation is not None:
