@@ -1,10 +1,7 @@
 """MambaWave: a DiffWave-style conditional diffusion denoiser with Mamba blocks, and a streaming sampler.
 
-The denoiser eps_theta(x_t, c, t) predicts the noise in x_t, a noised 48 kHz residual, given c, the
-band-limited input already resampled to 48 kHz, and the diffusion step t. The diffused signal is the
-residual z = g (x_0 - c), the part of the full-band waveform the input lacks, amplified by
-g = `residual_gain_db` (30 dB) to about the noise's scale: diffusing x_0 itself, an error the size of
-a few per cent of the noise is louder than the whole missing band of speech. DiffWave's wiring with each
+The denoiser eps_theta(x_t, c, t) predicts the noise in x_t, a noised 48 kHz waveform, given c, the
+band-limited input already resampled to 48 kHz, and the diffusion step t. DiffWave's wiring with each
 dilated convolution replaced by a causal, streaming Mamba block:
 
     input:      causal conv(x_t) -> ReLU                                  (C channels)
@@ -13,14 +10,14 @@ dilated convolution replaced by a causal, streaming Mamba block:
     layer i:    h = x + step_i;  z = 1x1(Mamba(LayerNorm(h))) + cond_i;  g = tanh(z_a) * sigmoid(z_b)
                 res, skip = 1x1(g);  x = (x + res) / sqrt(2)
     output:     sum(skips) / sqrt(N) -> 1x1 -> ReLU -> 1x1 (zero-initialised, as DiffWave) -> net
-                eps = x_t / sqrt(1 - abar_t) + net   (zero net: z_0 = 0, x_0 = c)
+                eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net   (zero net: x_0 = c)
 
 Every part is causal and per-sample apart from the convolutions' context and the Mamba states, so the
 denoiser streams at latency 0 with any block length.
 
 `MambaWave` is the generator: each block runs all K steps of a deterministic DDIM sampler (eta = 0)
-from z_K = sqrt(1 - abar) noise (the forward process at the first pass's step applied to a zero
-residual) to z_0, and returns x_0 = c + z_0 / g. Each sampling step runs the shared denoiser weights with its own carried
+from x_K = sqrt(abar) c + sqrt(1 - abar) noise (the forward process applied to the band-limited input
+at the first pass's step) to x_0. Each sampling step runs the shared denoiser weights with its own carried
 state ("k<j>." holds the state of the pass that produces x_j), and the conditioning features, which do
 not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
 stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
@@ -98,9 +95,6 @@ class MambaWaveConfig(JsonConfig):
     beta_end: float = 0.05
     sampling_steps: int = 4  # K
     clip: bool = True  # clamp each step's x_0 estimate to [-1, 1] (audio's range)
-    # The diffusion runs on z = 10^(gain / 20) (x_0 - c): what the input lacks, brought to about the
-    # noise's scale, so that an error the size of the noise's is not louder than the band itself.
-    residual_gain_db: float = 30.0
     seed: int = 0
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
@@ -142,8 +136,6 @@ class MambaWaveConfig(JsonConfig):
                 f"MambaWaveConfig.sampling_steps (K) must be in 1..train_steps={self.train_steps}, got "
                 f"{self.sampling_steps}"
             )
-        if not math.isfinite(self.residual_gain_db):
-            raise ValueError(f"MambaWaveConfig.residual_gain_db must be finite, got {self.residual_gain_db}")
         if not 0 <= self.seed < MAX_SEED:
             raise ValueError(f"MambaWaveConfig.seed must be in 0..{MAX_SEED - 1}, got {self.seed}")
         if self.sample_rate < 1:
@@ -176,11 +168,6 @@ def mambawave_small_config() -> MambaWaveConfig:
 
 
 # --- diffusion schedule ------------------------------------------------------------------------------
-
-
-def residual_gain(config: MambaWaveConfig) -> float:
-    """The amplitude factor from x_0 - c to the diffused residual z."""
-    return 10.0 ** (config.residual_gain_db / 20.0)
 
 
 def alpha_bars(config: MambaWaveConfig) -> Tensor:
@@ -356,13 +343,15 @@ class MambaWaveDenoiser(StreamingModule):
         emb = self.step_mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
         return self.step_proj(emb).unsqueeze(1)
 
-    def denoise(self, x_t: Tensor, cond: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:
-        """eps from x_t (batch, L), conditioning from `self.cond` (batch, L, N * 2C) and t (integer
-        steps); trunk state.
+    def denoise(self, x_t: Tensor, c: Tensor, cond: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:
+        """eps from x_t and c (batch, L), c's conditioning from `self.cond` (batch, L, N * 2C) and t
+        (integer steps); trunk state.
 
-        eps = x_t / sqrt(1 - abar_t) + net: the noise x_t would hold if the clean residual were zero
-        (x_0 = c, the input), plus what the network adds. The network is zero-initialised, so an
-        untrained sampler returns its input."""
+        eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net: the noise x_t would hold if x_0 were the
+        band-limited input c, plus what the network adds. The network is zero-initialised, so an
+        untrained sampler returns c, and its error in x_0 is never larger than the new band it misses:
+        predicting eps outright, a small error at the noisiest steps comes out as loud broadband
+        noise (x_0's error is sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at T = 50)."""
         if x_t.dim() != 2 or cond.shape[:2] != x_t.shape:
             raise ValueError(
                 f"MambaWaveDenoiser: x_t must be (batch, samples) and match the conditioning, got "
@@ -383,7 +372,8 @@ class MambaWaveDenoiser(StreamingModule):
             skips = skip if skips is None else skips + skip
             new_state.update(prefixed(name, sub))
         h = F.relu(self.skip_out(skips * (1.0 / math.sqrt(len(self.layers)))))
-        eps_if_input = x_t / self.sqrt_one_minus_abar[t.reshape(-1, 1).long()]
+        index = t.reshape(-1, 1).long()
+        eps_if_input = (x_t - self.sqrt_abar[index] * c) / self.sqrt_one_minus_abar[index]
         return eps_if_input + self.eps_out(h).squeeze(-1), new_state
 
     def step(self, x_t: Tensor, c: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:  # type: ignore[override]
@@ -393,7 +383,7 @@ class MambaWaveDenoiser(StreamingModule):
                 f"{tuple(x_t.shape)} and {tuple(c.shape)}"
             )
         cond, cond_state = self.cond.step(c, substate(state, "cond"))
-        eps, trunk_state = self.denoise(x_t, cond, t, state)
+        eps, trunk_state = self.denoise(x_t, c, cond, t, state)
         return eps, {**prefixed("cond", cond_state), **trunk_state}
 
     def forward(self, x_t: Tensor, c: Tensor, t: Tensor) -> Tensor:  # type: ignore[override]
@@ -405,12 +395,12 @@ def diffusion_loss(
     denoiser: MambaWaveDenoiser, target: Tensor, cond: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
     """DiffWave's epsilon-MSE with min-SNR weighting: t ~ U{0..T-1} per row,
-    x_t = sqrt(abar) z + sqrt(1 - abar) eps with z = gain (target - cond) (`residual_gain`), each row's MSE between eps and its prediction
+    x_t = sqrt(abar) target + sqrt(1 - abar) eps, each row's MSE between eps and its prediction
     weighted by min(SNR_t, MIN_SNR_GAMMA) / SNR_t (SNR_t = abar / (1 - abar); Hang et al. 2023).
 
-    The eps of a nearly clean step is x_t / sqrt(1 - abar) minus (sqrt(abar) / sqrt(1 - abar)) z
-    (see `MambaWaveDenoiser.denoise`), z weighted up to 100x at t = 0: unweighted, those steps, which
-    a few-step sampler never visits, would decide every gradient. target, cond: (batch, samples)
+    The eps of a nearly clean step is the input-implied noise plus (sqrt(abar) / sqrt(1 - abar)) times
+    the missing band (see `MambaWaveDenoiser.denoise`), up to 100x at t = 0: unweighted, those steps,
+    which a few-step sampler never visits, would decide every gradient. target, cond: (batch, samples)
     whole segments (offline, from the initial state). `generator` makes t and eps reproducible."""
     if target.dim() != 2 or cond.shape != target.shape:
         raise ValueError(
@@ -421,7 +411,7 @@ def diffusion_loss(
     t = torch.randint(0, steps, (target.shape[0],), generator=generator, device=target.device)
     eps = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
     a, s = denoiser.sqrt_abar[t, None], denoiser.sqrt_one_minus_abar[t, None]
-    x_t = a * residual_gain(denoiser.config) * (target - cond) + s * eps
+    x_t = a * target + s * eps
     snr = (a / s).square().squeeze(1)
     weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
     per_row = (denoiser(x_t, cond, t) - eps).square().mean(dim=1)
@@ -446,12 +436,12 @@ def _seed_tensor(seed: int | Sequence[int] | Tensor | None, default: int, batch:
 class MambaWave(StreamingModule):
     """The generator: band-limited c (batch, samples) at 48 kHz -> (batch, samples) at 48 kHz.
 
-    Each block runs every DDIM step (eta = 0) on the residual: z_K = sqrt(1 - abar_{K-1}) n with
-    n = counter_noise(seed, sample index), then for j = K-1 .. 0, eps = eps_theta(z_{j+1}, c, t_j) with
-    the state "k<j>." and z_j = sqrt(abar_{j-1}) z0_hat + sqrt(1 - abar_{j-1}) eps_hat (abar_{-1} = 1,
-    so z_0 = z0_hat), where z0_hat = (z_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), with c + z0_hat / g
-    clamped to [-1, 1] when `config.clip` (eps_hat then recomputed from the clamped estimate, as
-    diffusers' DDIM does). The block's output is x_0 = c + z_0 / g.
+    Each block runs every DDIM step (eta = 0): x_K = sqrt(abar_{K-1}) c + sqrt(1 - abar_{K-1}) z with
+    z = counter_noise(seed, sample index), then for
+    j = K-1 .. 0, eps = eps_theta(x_{j+1}, c, t_j) with the state "k<j>." and
+    x_j = sqrt(abar_{j-1}) x0_hat + sqrt(1 - abar_{j-1}) eps_hat (abar_{-1} = 1, so x_0 = x0_hat), where
+    x0_hat = (x_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), clamped to [-1, 1] when `config.clip`
+    (eps_hat then recomputed from the clamped estimate, as diffusers' DDIM does).
 
     With `config.noise_bands`, x_0 plus the excitation at the rule's level (states "level." and
     "excitation."; the host sets "level.top" and "level.rule" from the band edge, as for the other
@@ -525,35 +515,33 @@ class MambaWave(StreamingModule):
         new_pos = torch.cat([high, end - high * _POS_SPLIT], dim=1).to(state["pos"].dtype)
         return x, new_pos
 
-    def _ddim(self, z: Tensor, eps: Tensor, c: Tensor, j: int) -> Tensor:
-        """One DDIM pass on the residual z; the clean estimate clamped as audio, c + z0 / gain in [-1, 1]."""
+    def _ddim(self, x: Tensor, eps: Tensor, j: int) -> Tensor:
         a_t, s_t, a_prev, s_prev = self._coefs[j]
-        z0 = (z - s_t * eps) * (1.0 / a_t)
+        x0 = (x - s_t * eps) * (1.0 / a_t)
         if self.config.clip:
-            gain = residual_gain(self.config)
-            z0 = ((c + z0 * (1.0 / gain)).clamp(-1.0, 1.0) - c) * gain
+            x0 = x0.clamp(-1.0, 1.0)
             if j > 0:  # the noise direction consistent with the clamped estimate
-                eps = (z - a_t * z0) * (1.0 / s_t)
+                eps = (x - a_t * x0) * (1.0 / s_t)
         if j == 0:  # abar_prev = 1: the clean estimate itself
-            return z0
-        return a_prev * z0 + s_prev * eps
+            return x0
+        return a_prev * x0 + s_prev * eps
 
     def step(self, c: Tensor, state: State) -> tuple[Tensor, State]:
         if c.dim() != 2:
             raise ValueError(f"MambaWave expects (batch, samples), got shape {tuple(c.shape)}")
         self.check_block(c.shape[-1])
         noise, pos = self.start_noise(state, c.shape[-1])
-        # z_K: the forward process at the first pass's step applied to a zero residual (x_0 = c, the
-        # best guess before any pass), what training showed the denoiser at that step.
-        z = self._coefs[-1][1] * noise
+        # x_K: the forward process at the first pass's step applied to c, the best guess of x_0 before
+        # any pass, so the first pass sees what training showed it at that step (not unit noise).
+        a_first, s_first = self._coefs[-1][:2]
+        x = a_first * c + s_first * noise
         cond, cond_state = self.denoiser.cond.step(c, substate(state, "cond"))
         new_state: State = {"seed": state["seed"], "pos": pos, **prefixed("cond", cond_state)}
         for j in reversed(range(len(self.timesteps))):
             name = f"k{j}"
-            eps, sub = self.denoiser.denoise(z, cond, self.step_values[j], substate(state, name))
-            z = self._ddim(z, eps, c, j)
+            eps, sub = self.denoiser.denoise(x, c, cond, self.step_values[j], substate(state, name))
+            x = self._ddim(x, eps, j)
             new_state.update(prefixed(name, sub))
-        x = c + z * (1.0 / residual_gain(self.config))
         if self.excitation is not None:
             level, level_state = self.level.step(c, substate(state, "level"))
             fill, fill_state = self.excitation.step(level, substate(state, "excitation"))
