@@ -23,8 +23,8 @@ not depend on the step, are computed once per block ("cond."). The noise is a pu
 stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
 blocks gives the one-pass output. With `noise_bands` (the `mambawave` preset) the sample gets the
 project's noise excitation at the level the input implies (models/band_level.py, the one owner of the
-new band's level): a few DDIM steps end on a clean estimate that is a mean, so the part of the new band
-the input does not predict comes out quiet, and the excitation supplies it.
+new band's level): a well-trained denoiser's few DDIM steps end on a clean estimate that is a mean, so
+the part of the new band the input does not predict comes out quiet, and the excitation supplies it.
 
 Training (`diffusion_loss`) is DiffWave's epsilon-MSE on whole segments, run offline from the initial
 state; the sampler reuses the training schedule at K of its steps (`sampling_timesteps`).
@@ -150,8 +150,9 @@ def mambawave_paper_config() -> MambaWaveConfig:
 def mambawave_small_config() -> MambaWaveConfig:
     """A CPU-friendly preset: 16 channels, 4 layers, a small step MLP and 2 sampling steps, plus the
     speech preset's 12-band excitation at its rule's level (shape and offset fitted on the speech
-    validation split, docs/TRAINING.md): a few sampling steps leave the unpredictable part of the new
-    band quiet (each step's clean estimate is a mean), and the excitation puts it at the input's level."""
+    validation split, docs/TRAINING.md): a well-trained denoiser's few sampling steps leave the
+    unpredictable part of the new band quiet (each step's clean estimate is a mean), and the excitation
+    puts it at the input's level."""
     from .wave_u_mamba import SPEECH_LEVEL_FIT_OFFSET_DB, SPEECH_LEVEL_SHAPE
 
     return MambaWaveConfig(
@@ -349,9 +350,9 @@ class MambaWaveDenoiser(StreamingModule):
 
         eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net: the noise x_t would hold if x_0 were the
         band-limited input c, plus what the network adds. The network is zero-initialised, so an
-        untrained sampler returns c, and its error in x_0 is never larger than the new band it misses:
-        predicting eps outright, a small error at the noisiest steps comes out as loud broadband
-        noise (x_0's error is sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at T = 50)."""
+        untrained sampler returns c rather than noise; predicting eps outright, an untrained or young
+        network's error at the noisiest steps comes out as loud broadband noise (x_0's error is
+        sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at T = 50)."""
         if x_t.dim() != 2 or cond.shape[:2] != x_t.shape:
             raise ValueError(
                 f"MambaWaveDenoiser: x_t must be (batch, samples) and match the conditioning, got "

@@ -136,16 +136,6 @@ PRESETS: dict[str, TrainConfig] = {
     "speech": TrainConfig(),
     # AERO's recipe (hinge, MelGAN multi-scale, feature matching) with the music rates and the
     # same-rate cutoff mode.
-    # MambaWave: DiffWave's recipe (epsilon-MSE, Adam 2e-4) on short segments (the denoiser runs Mamba
-    # at 48 kHz), no discriminators (a diffusion loss, not a GAN).
-    "mambawave": TrainConfig(
-        preset="mambawave",
-        generator="mambawave",
-        discriminators=(),
-        segment_seconds=0.25,
-        batch_size=8,
-        warmup_steps=100,
-    ),
     "music": TrainConfig(
         preset="music",
         generator="music",
@@ -159,6 +149,16 @@ PRESETS: dict[str, TrainConfig] = {
         discriminators=("melgan",),
         adversarial="hinge",
         w_mel=1.0,
+    ),
+    # MambaWave: DiffWave's epsilon-MSE (min-SNR weighted, lr 2e-4) on short segments (the denoiser runs Mamba
+    # at 48 kHz), no discriminators (a diffusion loss, not a GAN).
+    "mambawave": TrainConfig(
+        preset="mambawave",
+        generator="mambawave",
+        discriminators=(),
+        segment_seconds=0.25,
+        batch_size=8,
+        warmup_steps=100,
     ),
 }
 
