@@ -109,6 +109,15 @@ class NoiseBands(StreamingModule):
         }
 
     def step(self, gains: Tensor, state: State) -> tuple[Tensor, State]:
+        y, _, new_state = self.render(gains, state, envelope=False)
+        return y, new_state
+
+    def render(
+        self, gains: Tensor, state: State, envelope: bool = True
+    ) -> tuple[Tensor, Tensor | None, State]:
+        """`step` that also returns the noise's RMS envelope, sqrt(sum over k of smoothed gain_k^2)
+        (batch, samples): the bands are disjoint and unit-RMS, so that is the amplitude the sum has
+        on average at each sample (None when `envelope` is False)."""
         if gains.dim() != 3 or gains.shape[1] != self.bands:
             raise ValueError(
                 f"NoiseBands: gains must be (batch, {self.bands}, samples), got {tuple(gains.shape)}"
@@ -124,5 +133,6 @@ class NoiseBands(StreamingModule):
         index = torch.remainder(start + torch.arange(length, device=gains.device), PERIOD)  # (batch, L)
         noise = self.table[:, index].transpose(0, 1)  # (batch, bands, L)
         y = (smoothed * noise).sum(dim=1)
+        env = smoothed.square().sum(dim=1).sqrt() if envelope else None
         pos = torch.remainder(start + length, PERIOD).to(state["pos"].dtype)
-        return y, {"pos": pos, "gains": context}
+        return y, env, {"pos": pos, "gains": context}

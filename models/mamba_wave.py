@@ -16,15 +16,22 @@ Every part is causal and per-sample apart from the convolutions' context and the
 denoiser streams at latency 0 with any block length.
 
 `MambaWave` is the generator: each block runs all K steps of a deterministic DDIM sampler (eta = 0)
-from x_K = sqrt(abar) c + sqrt(1 - abar) noise (the forward process applied to the band-limited input
-at the first pass's step) to x_0. Each sampling step runs the shared denoiser weights with its own carried
+from x_K = sqrt(abar) guess + sqrt(1 - abar) noise (the forward process at the first pass's step
+applied to the best estimate of x_0 before any pass) to x_0. Each sampling step runs the shared denoiser weights with its own carried
 state ("k<j>." holds the state of the pass that produces x_j), and the conditioning features, which do
 not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
 stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
-blocks gives the one-pass output. With `noise_bands` (the `mambawave` preset) the sample gets the
-project's noise excitation at the level the input implies (models/band_level.py, the one owner of the
-new band's level): a well-trained denoiser's few DDIM steps end on a clean estimate that is a mean, so
-the part of the new band the input does not predict comes out quiet, and the excitation supplies it.
+blocks gives the one-pass output.
+
+Two domains. The paper's model (no `noise_bands`) diffuses the waveform: x_0 is the 48 kHz output.
+There a few per cent of the denoiser's error is louder than the whole missing band, which sits 30-60
+dB below the given one, so the new band's level is whatever the error makes it (CPU training
+measured +7 to +60 dB). The `mambawave` preset diffuses the new band in the band-normalised domain:
+x_0 is the part of the signal above the crossover divided by the amplitude the level rule gives it
+(models/band_level.py, the one owner of the new band's level), so unit RMS is the rule's level, the
+denoiser's error is measured against the band it makes, and the sampler starts from the rule-level
+noise excitation in those units: an untrained model plays the input plus noisefill's band, and
+training adds the structure (harmonics, the band's shape) the input predicts.
 
 Training (`diffusion_loss`) is DiffWave's epsilon-MSE on whole segments, run offline from the initial
 state; the sampler reuses the training schedule at K of its steps (`sampling_timesteps`).
@@ -69,6 +76,12 @@ MAX_SEED = 1 << 24
 # 48 kHz), and low + a block of up to 2**23 samples stays exact before it is carried into high.
 _POS_SPLIT = 1 << 20
 MIN_SNR_GAMMA = 5.0  # the training loss weights a step by min(SNR, gamma) / SNR (`diffusion_loss`)
+# The band-normalised domain (noise_bands > 0) divides the new band by the rule's amplitude. Where the
+# rule is silent the scale stops at this floor (-100 dB) instead of dividing by zero.
+SCALE_FLOOR = 1e-5
+# Clean estimates are clamped to audio's range in the waveform domain, and to this in the normalised
+# one: a band up to about 12 dB louder than the rule (RMS 4, peaks near 16) passes unclipped.
+NORMALISED_CLIP = 16.0
 
 
 @dataclass
@@ -94,12 +107,12 @@ class MambaWaveConfig(JsonConfig):
     beta_start: float = 1e-4
     beta_end: float = 0.05
     sampling_steps: int = 4  # K
-    clip: bool = True  # clamp each step's x_0 estimate to [-1, 1] (audio's range)
+    clip: bool = True  # clamp each step's x_0 estimate (to [-1, 1], or +-NORMALISED_CLIP)
     seed: int = 0
     sample_rate: int = 48000
     backend: str = "auto"  # selective-scan backend (kernels.selective_scan)
-    # > 0: the new band's noise excitation at the rule's level (models/band_level.py), added to the
-    # sample; 0: the sample alone (the paper's model)
+    # > 0: diffuse the new band in the band-normalised domain, from the noise excitation at the rule's
+    # level (models/band_level.py); 0: diffuse the waveform (the paper's model)
     noise_bands: int = 0
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
     level_hop: int = 16  # samples per level frame: the generator's block multiple when noise_bands > 0
@@ -148,11 +161,9 @@ def mambawave_paper_config() -> MambaWaveConfig:
 
 
 def mambawave_small_config() -> MambaWaveConfig:
-    """A CPU-friendly preset: 16 channels, 4 layers, a small step MLP and 2 sampling steps, plus the
-    speech preset's 12-band excitation at its rule's level (shape and offset fitted on the speech
-    validation split, docs/TRAINING.md): a well-trained denoiser's few sampling steps leave the
-    unpredictable part of the new band quiet (each step's clean estimate is a mean), and the excitation
-    puts it at the input's level."""
+    """A CPU-friendly preset: 16 channels, 4 layers, a small step MLP and 2 sampling steps, diffusing
+    in the band-normalised domain of the speech preset's 12-band rule (shape and offset fitted on the
+    speech validation split, docs/TRAINING.md)."""
     from .wave_u_mamba import SPEECH_LEVEL_FIT_OFFSET_DB, SPEECH_LEVEL_SHAPE
 
     return MambaWaveConfig(
@@ -344,15 +355,18 @@ class MambaWaveDenoiser(StreamingModule):
         emb = self.step_mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
         return self.step_proj(emb).unsqueeze(1)
 
-    def denoise(self, x_t: Tensor, c: Tensor, cond: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:
-        """eps from x_t and c (batch, L), c's conditioning from `self.cond` (batch, L, N * 2C) and t
-        (integer steps); trunk state.
+    def denoise(
+        self, x_t: Tensor, guess: Tensor, cond: Tensor, t: Tensor, state: State
+    ) -> tuple[Tensor, State]:
+        """eps from x_t and the sampler's clean estimate before any pass, `guess` (batch, L), the
+        conditioning from `self.cond` (batch, L, N * 2C) and t (integer steps); trunk state.
 
-        eps = (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t) + net: the noise x_t would hold if x_0 were the
-        band-limited input c, plus what the network adds. The network is zero-initialised, so an
-        untrained sampler returns c rather than noise; predicting eps outright, an untrained or young
-        network's error at the noisiest steps comes out as loud broadband noise (x_0's error is
-        sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at T = 50)."""
+        eps = (x_t - sqrt(abar_t) guess) / sqrt(1 - abar_t) + net: the noise x_t would hold if x_0
+        were the guess (the band-limited input c in the waveform domain), plus what the network adds.
+        The network is zero-initialised, so an untrained sampler returns the guess rather than noise;
+        predicting eps outright, an untrained or young network's error at the noisiest steps comes out
+        as loud broadband noise (x_0's error is sqrt(1 - abar) / sqrt(abar) times eps's, 1.6x at
+        T = 50)."""
         if x_t.dim() != 2 or cond.shape[:2] != x_t.shape:
             raise ValueError(
                 f"MambaWaveDenoiser: x_t must be (batch, samples) and match the conditioning, got "
@@ -374,48 +388,65 @@ class MambaWaveDenoiser(StreamingModule):
             new_state.update(prefixed(name, sub))
         h = F.relu(self.skip_out(skips * (1.0 / math.sqrt(len(self.layers)))))
         index = t.reshape(-1, 1).long()
-        eps_if_input = (x_t - self.sqrt_abar[index] * c) / self.sqrt_one_minus_abar[index]
-        return eps_if_input + self.eps_out(h).squeeze(-1), new_state
+        eps_if_guess = (x_t - self.sqrt_abar[index] * guess) / self.sqrt_one_minus_abar[index]
+        return eps_if_guess + self.eps_out(h).squeeze(-1), new_state
 
-    def step(self, x_t: Tensor, c: Tensor, t: Tensor, state: State) -> tuple[Tensor, State]:  # type: ignore[override]
-        if c.shape != x_t.shape or c.dim() != 2:
+    def step(  # type: ignore[override]
+        self, x_t: Tensor, c: Tensor, t: Tensor, state: State, guess: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """`guess` defaults to c (the waveform domain)."""
+        guess = c if guess is None else guess
+        if c.shape != x_t.shape or guess.shape != x_t.shape or c.dim() != 2:
             raise ValueError(
-                f"MambaWaveDenoiser expects x_t and c as (batch, samples) of one shape, got "
-                f"{tuple(x_t.shape)} and {tuple(c.shape)}"
+                f"MambaWaveDenoiser expects x_t, c and guess as (batch, samples) of one shape, got "
+                f"{tuple(x_t.shape)}, {tuple(c.shape)} and {tuple(guess.shape)}"
             )
         cond, cond_state = self.cond.step(c, substate(state, "cond"))
-        eps, trunk_state = self.denoise(x_t, c, cond, t, state)
+        eps, trunk_state = self.denoise(x_t, guess, cond, t, state)
         return eps, {**prefixed("cond", cond_state), **trunk_state}
 
-    def forward(self, x_t: Tensor, c: Tensor, t: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x_t: Tensor, c: Tensor, t: Tensor, guess: Tensor | None = None) -> Tensor:  # type: ignore[override]
         """Whole segments from the initial state (training)."""
-        return self.step(x_t, c, t, self.init_state(x_t.shape[0], x_t.device))[0]
+        return self.step(x_t, c, t, self.init_state(x_t.shape[0], x_t.device), guess)[0]
 
 
 def diffusion_loss(
-    denoiser: MambaWaveDenoiser, target: Tensor, cond: Tensor, generator: torch.Generator | None = None
+    model: MambaWave,
+    target: Tensor,
+    cond: Tensor,
+    crossover_hz: Tensor | None = None,
+    level: State | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
-    """DiffWave's epsilon-MSE with min-SNR weighting: t ~ U{0..T-1} per row,
-    x_t = sqrt(abar) target + sqrt(1 - abar) eps, each row's MSE between eps and its prediction
-    weighted by min(SNR_t, MIN_SNR_GAMMA) / SNR_t (SNR_t = abar / (1 - abar); Hang et al. 2023).
+    """DiffWave's epsilon-MSE with min-SNR weighting on the model's denoiser: t ~ U{0..T-1} per row,
+    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps with x_0 = `model.clean_target(...)`, each row's MSE
+    between eps and its prediction weighted by min(SNR_t, MIN_SNR_GAMMA) / SNR_t (SNR_t = abar /
+    (1 - abar); Hang et al. 2023).
 
-    The eps of a nearly clean step is the input-implied noise plus (sqrt(abar) / sqrt(1 - abar)) times
-    the missing band (see `MambaWaveDenoiser.denoise`), up to 100x at t = 0: unweighted, those steps,
-    which a few-step sampler never visits, would decide every gradient. target, cond: (batch, samples)
-    whole segments (offline, from the initial state). `generator` makes t and eps reproducible."""
+    The eps of a nearly clean step is the guess-implied noise plus sqrt(abar) / sqrt(1 - abar) times
+    what the guess lacks (see `MambaWaveDenoiser.denoise`), up to 100x at t = 0: unweighted, those
+    steps, which a few-step sampler never visits, would decide every gradient. target, cond: (batch,
+    samples) whole segments (offline, from the initial state). In the band-normalised domain each row
+    needs its crossover (Hz, (batch,)) and `level`, the "level.top" / "level.rule" state a host gives
+    it (`models.band_level.batch_level_state`). `generator` makes t and eps reproducible (a
+    training-mode excitation draws its start from torch's global generator)."""
     if target.dim() != 2 or cond.shape != target.shape:
         raise ValueError(
             f"diffusion_loss: target and cond must be (batch, samples) of one shape, got "
             f"{tuple(target.shape)} and {tuple(cond.shape)}"
         )
-    steps = denoiser.config.train_steps
-    t = torch.randint(0, steps, (target.shape[0],), generator=generator, device=target.device)
+    batch = target.shape[0]
+    state = {**model.init_state(batch, target.device), **(level or {})}
+    guess, scale, _ = model.prior(cond, state)
+    x0 = model.clean_target(target, cond, scale, crossover_hz)
+    denoiser = model.denoiser
+    t = torch.randint(0, denoiser.config.train_steps, (batch,), generator=generator, device=target.device)
     eps = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
     a, s = denoiser.sqrt_abar[t, None], denoiser.sqrt_one_minus_abar[t, None]
-    x_t = a * target + s * eps
+    x_t = a * x0 + s * eps
     snr = (a / s).square().squeeze(1)
     weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
-    per_row = (denoiser(x_t, cond, t) - eps).square().mean(dim=1)
+    per_row = (denoiser(x_t, cond, t, guess) - eps).square().mean(dim=1)
     return (weight * per_row).mean()
 
 
@@ -441,12 +472,16 @@ class MambaWave(StreamingModule):
     z = counter_noise(seed, sample index), then for
     j = K-1 .. 0, eps = eps_theta(x_{j+1}, c, t_j) with the state "k<j>." and
     x_j = sqrt(abar_{j-1}) x0_hat + sqrt(1 - abar_{j-1}) eps_hat (abar_{-1} = 1, so x_0 = x0_hat), where
-    x0_hat = (x_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), clamped to [-1, 1] when `config.clip`
-    (eps_hat then recomputed from the clamped estimate, as diffusers' DDIM does).
+    x0_hat = (x_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), clamped when `config.clip` (eps_hat
+    then recomputed from the clamped estimate, as diffusers' DDIM does).
 
-    With `config.noise_bands`, x_0 plus the excitation at the rule's level (states "level." and
-    "excitation."; the host sets "level.top" and "level.rule" from the band edge, as for the other
-    generators) and blocks of multiples of `level_hop`.
+    In the waveform domain (no `config.noise_bands`) x_0 is the output and the guess x_0 starts from
+    is c. In the band-normalised domain the sample is the new band divided by the rule's amplitude
+    (`prior`), the guess is the rule-level excitation in those units, and the output is
+    c + scale * x_0: the new band's level is the rule's by construction, and training moves it only
+    as far as the normalised target differs from unit RMS (states "level." and "excitation."; the
+    host sets "level.top" and "level.rule" from the band edge, as for the other generators; blocks of
+    multiples of `level_hop`).
 
     State: "seed" (batch, 1), the stream's noise seed (an integer < 2**24; set it with
     `init_state(batch, seed=...)` or `forward(c, values={"seed": ...})`); "pos" (batch, 2), the absolute
@@ -465,6 +500,7 @@ class MambaWave(StreamingModule):
         self.excitation: NoiseBands | None = None
         self.level: BandLevel | None = None
         self.block_multiple = 1
+        self.clip_bound = NORMALISED_CLIP if config.noise_bands else 1.0
         if config.noise_bands:
             hop = config.level_hop
             self.excitation = NoiseBands(config.noise_bands, config.noise_low_hz, config.sample_rate, hop=hop)
@@ -516,11 +552,41 @@ class MambaWave(StreamingModule):
         new_pos = torch.cat([high, end - high * _POS_SPLIT], dim=1).to(state["pos"].dtype)
         return x, new_pos
 
+    def prior(self, c: Tensor, state: State) -> tuple[Tensor, Tensor | None, State]:
+        """The sampler's domain for the band-limited c: (guess, scale, level and excitation states).
+
+        Waveform domain: the guess is c and there is no scale. Band-normalised domain: the scale is
+        the rule-level excitation's RMS envelope (`NoiseBands.render`, floored at SCALE_FLOOR), the
+        amplitude the rule gives the new band at each sample, and the guess is the excitation divided
+        by it: unit RMS where the rule is right."""
+        if self.excitation is None:
+            return c, None, {}
+        level, level_state = self.level.step(c, substate(state, "level"))
+        fill, envelope, fill_state = self.excitation.render(level, substate(state, "excitation"))
+        scale = envelope.clamp(min=SCALE_FLOOR)
+        return fill / scale, scale, {**prefixed("level", level_state), **prefixed("excitation", fill_state)}
+
+    def clean_target(
+        self, target: Tensor, c: Tensor, scale: Tensor | None, crossover_hz: Tensor | None
+    ) -> Tensor:
+        """What x_0 is for a full-band `target` (batch, samples) in `prior`'s domain: the target
+        itself, or the part of target - c above each row's crossover (an FFT brick wall: training is
+        offline) divided by the scale and clamped to +-NORMALISED_CLIP (the host takes the model's
+        output above the crossover only, so below it there is nothing to learn)."""
+        if scale is None:
+            return target
+        if crossover_hz is None or crossover_hz.shape != target.shape[:1]:
+            raise ValueError("the band-normalised domain needs one crossover frequency per row")
+        freqs = torch.fft.rfftfreq(target.shape[-1], 1.0 / self.sample_rate, device=target.device)
+        keep = freqs[None, :] >= crossover_hz.to(target.device, freqs.dtype)[:, None]
+        band = torch.fft.irfft(torch.fft.rfft(target - c, dim=-1) * keep, n=target.shape[-1], dim=-1)
+        return (band / scale).clamp(-NORMALISED_CLIP, NORMALISED_CLIP)
+
     def _ddim(self, x: Tensor, eps: Tensor, j: int) -> Tensor:
         a_t, s_t, a_prev, s_prev = self._coefs[j]
         x0 = (x - s_t * eps) * (1.0 / a_t)
         if self.config.clip:
-            x0 = x0.clamp(-1.0, 1.0)
+            x0 = x0.clamp(-self.clip_bound, self.clip_bound)
             if j > 0:  # the noise direction consistent with the clamped estimate
                 eps = (x - a_t * x0) * (1.0 / s_t)
         if j == 0:  # abar_prev = 1: the clean estimate itself
@@ -532,20 +598,16 @@ class MambaWave(StreamingModule):
             raise ValueError(f"MambaWave expects (batch, samples), got shape {tuple(c.shape)}")
         self.check_block(c.shape[-1])
         noise, pos = self.start_noise(state, c.shape[-1])
-        # x_K: the forward process at the first pass's step applied to c, the best guess of x_0 before
-        # any pass, so the first pass sees what training showed it at that step (not unit noise).
+        guess, scale, prior_state = self.prior(c, state)
+        # x_K: the forward process at the first pass's step applied to the guess, the best estimate of
+        # x_0 before any pass, so the first pass sees what training showed it at that step.
         a_first, s_first = self._coefs[-1][:2]
-        x = a_first * c + s_first * noise
+        x = a_first * guess + s_first * noise
         cond, cond_state = self.denoiser.cond.step(c, substate(state, "cond"))
-        new_state: State = {"seed": state["seed"], "pos": pos, **prefixed("cond", cond_state)}
+        new_state: State = {"seed": state["seed"], "pos": pos, **prefixed("cond", cond_state), **prior_state}
         for j in reversed(range(len(self.timesteps))):
             name = f"k{j}"
-            eps, sub = self.denoiser.denoise(x, c, cond, self.step_values[j], substate(state, name))
+            eps, sub = self.denoiser.denoise(x, guess, cond, self.step_values[j], substate(state, name))
             x = self._ddim(x, eps, j)
             new_state.update(prefixed(name, sub))
-        if self.excitation is not None:
-            level, level_state = self.level.step(c, substate(state, "level"))
-            fill, fill_state = self.excitation.step(level, substate(state, "excitation"))
-            x = x + fill
-            new_state.update({**prefixed("level", level_state), **prefixed("excitation", fill_state)})
-        return x, new_state
+        return (x if scale is None else c + scale * x), new_state

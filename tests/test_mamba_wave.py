@@ -13,6 +13,7 @@ from torch import Tensor
 from models.dsp.level import level_state
 from models.mamba_wave import (
     MAX_SEED,
+    NORMALISED_CLIP,
     MambaWave,
     MambaWaveConfig,
     MambaWaveDenoiser,
@@ -22,6 +23,7 @@ from models.mamba_wave import (
     mambawave_small_config,
     sampling_timesteps,
 )
+from models.streaming import substate
 
 TOL = 1e-4
 
@@ -85,21 +87,27 @@ def test_streaming_equals_offline(steps: int) -> None:
             assert err <= TOL, f"partition {p}: max abs error {err:.2e}"
 
 
-def test_streaming_equals_offline_with_excitation() -> None:
-    """The preset's form: the sample plus the excitation at the rule's level for a 16 kHz input."""
+def rule_values(model: MambaWave, batch: int, seeds: list[int]) -> dict[str, Tensor]:
+    """The state a host gives a 16 kHz input (band edge 8 kHz, crossover 7.6 kHz), and seeds."""
+    values = {
+        k: torch.from_numpy(v).expand(batch, -1) for k, v in level_state(model.config, 8000.0, 7600.0).items()
+    }
+    values["seed"] = model.init_state(batch, seed=seeds)["seed"]
+    return values
+
+
+def test_streaming_equals_offline_band_normalised() -> None:
+    """The preset's form: the new band diffused in units of the rule's level, for a 16 kHz input."""
     model = model_for(tiny(2, noise_bands=12))
     unit = model.block_multiple
     c = signal(2, 40 * unit)
-    values = {
-        k: torch.from_numpy(v).expand(2, -1) for k, v in level_state(model.config, 8000.0, 7600.0).items()
-    }
-    values["seed"] = model.init_state(2, seed=[3, 4])["seed"]
+    values = rule_values(model, 2, [3, 4])
     with torch.inference_mode():
         reference = model(c, values)
         without = MambaWave(dataclasses.replace(model.config, noise_bands=0))
         without.load_state_dict(model.state_dict())
         plain = without.eval()(c, {"seed": values["seed"]})
-        assert (reference - plain).std() > 1e-3  # the excitation sounds
+        assert (reference - plain).std() > 1e-3  # a different domain
         for p in range(20):
             state = {**model.init_state(2), **values}
             y = stream_blocks(model, c, partition(c.shape[-1], p, unit), state)
@@ -118,6 +126,20 @@ def test_an_untrained_sampler_returns_its_input(steps: int) -> None:
     c = signal(2, 200, seed=7)
     with torch.inference_mode():
         torch.testing.assert_close(model(c), c, rtol=0, atol=1e-5)
+
+
+def test_an_untrained_band_normalised_sampler_plays_the_input_plus_the_rule_level_noise() -> None:
+    """In the preset's domain the guess is the excitation over its envelope, so the untrained output
+    is c plus the excitation at the rule's level: noisefill's band, whatever the seed."""
+    model = MambaWave(tiny(2, noise_bands=12)).eval()
+    c = signal(2, 30 * model.block_multiple, seed=7)
+    values = rule_values(model, 2, [1, 2])
+    state = {**model.init_state(2), **values}
+    with torch.inference_mode():
+        level, _ = model.level.step(c, substate(state, "level"))
+        fill, _ = model.excitation.step(level, substate(state, "excitation"))
+        assert fill[:, 100:].std() > 1e-3
+        torch.testing.assert_close(model(c, values), c + fill, rtol=0, atol=1e-5)
 
 
 def test_state_keys_and_contract() -> None:
@@ -169,22 +191,36 @@ def test_deterministic_per_seed() -> None:
         model.init_state(3, seed=[1, 2])
 
 
-def test_diffusion_loss_backpropagates() -> None:
+@pytest.mark.parametrize("noise_bands", [0, 12])
+def test_diffusion_loss_backpropagates(noise_bands: int) -> None:
     torch.manual_seed(0)
-    denoiser = MambaWaveDenoiser(tiny(2))
-    target, cond = signal(2, 48, seed=2), signal(2, 48, seed=3)
-    loss = diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(0))
+    model = MambaWave(tiny(2, noise_bands=noise_bands))
+    denoiser = model.denoiser
+    target, cond = signal(2, 96, seed=2), signal(2, 96, seed=3)
+    extra = {}
+    if noise_bands:
+        values = rule_values(model, 2, [0, 0])
+        extra = {
+            "crossover_hz": torch.tensor([7600.0, 7600.0]),
+            "level": {k: v for k, v in values.items() if k != "seed"},
+        }
+
+    def loss_for(seed: int) -> Tensor:
+        torch.manual_seed(seed)  # a training-mode excitation starts at a random table position
+        return diffusion_loss(model, target, cond, generator=torch.Generator().manual_seed(seed), **extra)
+
+    loss = loss_for(0)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     # DiffWave's zero-initialised output layer gets the gradient first.
     assert denoiser.eps_out.weight.grad.abs().sum() > 0
-    again = diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(0))
+    again = loss_for(0)
     assert torch.equal(loss.detach(), again.detach())  # the generator decides t and eps
     # Once that layer is non-zero, every parameter gets a gradient.
     with torch.no_grad():
         torch.nn.init.normal_(denoiser.eps_out.weight, std=0.5)
     denoiser.zero_grad()
-    diffusion_loss(denoiser, target, cond, torch.Generator().manual_seed(1)).backward()
+    loss_for(1).backward()
     dead = [n for n, p in denoiser.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"no gradient reaches {dead}"
 
@@ -245,3 +281,23 @@ def test_bad_input_shapes() -> None:
         model.step(torch.zeros(1, 1, 8), model.init_state(1))
     with pytest.raises(ValueError, match="one shape"):
         model.denoiser(torch.zeros(1, 8), torch.zeros(1, 9), torch.tensor(0))
+
+
+def test_the_band_normalised_target_is_the_new_band_over_the_rule_amplitude() -> None:
+    """x_0 for training: nothing below the crossover, the target's band above it divided by the scale,
+    clamped; the waveform domain's x_0 is the target itself."""
+    model = MambaWave(tiny(1, noise_bands=12))
+    n, rate = 4800, 48000
+    time = torch.arange(n) / rate
+    low, high = torch.sin(2 * torch.pi * 1000 * time), 0.01 * torch.sin(2 * torch.pi * 12000 * time)
+    target, c = (low + high)[None], low[None]
+    scale = torch.full((1, n), 0.01)
+    x0 = model.clean_target(
+        target, c + 0.1 * torch.sin(2 * torch.pi * 3000 * time), scale, torch.tensor([7600.0])
+    )
+    torch.testing.assert_close(x0, high[None] / 0.01, rtol=0, atol=5e-3)  # the 3 kHz error is dropped
+    clamped = model.clean_target(target, c, torch.full((1, n), 1e-5), torch.tensor([7600.0]))
+    assert clamped.abs().max() == NORMALISED_CLIP
+    with pytest.raises(ValueError, match="one crossover frequency per row"):
+        model.clean_target(target, c, scale, None)
+    assert MambaWave(tiny(1)).clean_target(target, c, None, None) is target

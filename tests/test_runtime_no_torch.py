@@ -17,7 +17,7 @@ from realtime.generators import WEIGHTS_DIR, shipped_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "realtime" / "examples" / "speech_16k.wav"
-PRESETS = ("speech", "music")
+PRESETS = ("speech", "music", "mambawave")
 
 # Prepended to every child: `import torch` (and any torch submodule) raises ImportError, as on an
 # install without the torch extra. (Setting sys.modules["torch"] = None would break scipy, which

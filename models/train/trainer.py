@@ -452,7 +452,7 @@ class Trainer:
         lr = self._set_lr()
         self.generator.train()
         if self.denoiser is not None:
-            return self._diffusion_step(lowres, target, lr)
+            return self._diffusion_step(lowres, target, band_edge_hz, lr)
         fake = self.g_run(lowres, self._level(band_edge_hz.tolist()))[:, lat:]
         real = target[:, : target.shape[1] - lat]
         logs: dict[str, Tensor] = {"lr": torch.tensor(lr)}
@@ -489,11 +489,15 @@ class Trainer:
         self.step += 1
         return logs
 
-    def _diffusion_step(self, lowres: Tensor, target: Tensor, lr: float) -> dict[str, Tensor]:
-        """One step of the denoiser on epsilon-MSE (`models.mamba_wave.diffusion_loss`)."""
+    def _diffusion_step(
+        self, lowres: Tensor, target: Tensor, band_edge_hz: Tensor, lr: float
+    ) -> dict[str, Tensor]:
+        """One step of the denoiser on epsilon-MSE (`models.mamba_wave.diffusion_loss`), each example
+        with the level state and crossover a host would give it."""
         from ..mamba_wave import diffusion_loss
 
-        loss = diffusion_loss(self.denoiser, target, lowres)
+        level = self._level(band_edge_hz.tolist())
+        loss = diffusion_loss(self.generator, target, lowres, band_edge_hz * PASSBAND, level)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         logs = {"lr": torch.tensor(lr), "loss_g": loss.detach()}
