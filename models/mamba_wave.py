@@ -17,9 +17,9 @@ denoiser streams at latency 0 with any block length.
 
 `MambaWave` is the generator: each block runs all K steps of a deterministic DDIM sampler (eta = 0)
 from x_K = sqrt(abar) guess + sqrt(1 - abar) noise (the forward process at the first pass's step
-applied to the best estimate of x_0 before any pass) to x_0. Each sampling step runs the shared denoiser weights with its own carried
-state ("k<j>." holds the state of the pass that produces x_j), and the conditioning features, which do
-not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
+applied to the best estimate of x_0 before any pass) to x_0. Each sampling step runs the shared
+denoiser weights with its own carried state ("k<j>." holds the state of the pass that produces x_j),
+and the conditioning features, which do not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
 stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
 blocks gives the one-pass output.
 
@@ -30,8 +30,9 @@ measured +7 to +60 dB). The `mambawave` preset diffuses the new band in the band
 x_0 is the part of the signal above the crossover divided by the amplitude the level rule gives it
 (models/band_level.py, the one owner of the new band's level), so unit RMS is the rule's level, the
 denoiser's error is measured against the band it makes, and the sampler starts from the rule-level
-noise excitation in those units: an untrained model plays the input plus noisefill's band, and
-training adds the structure (harmonics, the band's shape) the input predicts.
+noise excitation in those units: an untrained model plays the input plus noisefill's band, and what
+training can add is the structure the input predicts (harmonics, the band's shape) and a level
+correction bounded by the targets' clamp.
 
 Training (`diffusion_loss`) is DiffWave's epsilon-MSE on whole segments, run offline from the initial
 state; the sampler reuses the training schedule at K of its steps (`sampling_timesteps`).
@@ -468,9 +469,9 @@ def _seed_tensor(seed: int | Sequence[int] | Tensor | None, default: int, batch:
 class MambaWave(StreamingModule):
     """The generator: band-limited c (batch, samples) at 48 kHz -> (batch, samples) at 48 kHz.
 
-    Each block runs every DDIM step (eta = 0): x_K = sqrt(abar_{K-1}) c + sqrt(1 - abar_{K-1}) z with
-    z = counter_noise(seed, sample index), then for
-    j = K-1 .. 0, eps = eps_theta(x_{j+1}, c, t_j) with the state "k<j>." and
+    Each block runs every DDIM step (eta = 0): x_K = sqrt(abar_{K-1}) g + sqrt(1 - abar_{K-1}) z with
+    g `prior`'s guess and z = counter_noise(seed, sample index), then for j = K-1 .. 0,
+    eps = eps_theta(x_{j+1}, g, c, t_j) with the state "k<j>." and
     x_j = sqrt(abar_{j-1}) x0_hat + sqrt(1 - abar_{j-1}) eps_hat (abar_{-1} = 1, so x_0 = x0_hat), where
     x0_hat = (x_{j+1} - sqrt(1 - abar_j) eps) / sqrt(abar_j), clamped when `config.clip` (eps_hat
     then recomputed from the clamped estimate, as diffusers' DDIM does).
