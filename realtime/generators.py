@@ -29,6 +29,11 @@ def shipped_graph(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def shipped_presets() -> tuple[str, ...]:
+    """The presets that ship a graph beside their weights config: what the base install can run."""
+    return tuple(sorted(p.stem for p in WEIGHTS_DIR.glob("*.onnx") if p.with_suffix(".json").is_file()))
+
+
 def has_module(name: str) -> bool:
     """Whether `name` is installed (without importing it)."""
     try:

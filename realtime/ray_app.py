@@ -11,7 +11,7 @@ answers with the Prometheus text of whichever replica takes the request (Ray's o
 the cluster).
 
 Builder arguments (`key=value` after the import path, all optional): num_replicas (1), models
-(speech,music), threads (onnxruntime threads per model call, 1), num_cpus (CPUs Ray reserves per
+(every preset that ships a graph), threads (onnxruntime threads per model call, 1), num_cpus (CPUs Ray reserves per
 replica, 1), max_streams (per replica, 256), max_buffer_seconds (2), max_batch (64). Needs the `ray`
 extra: `pip install 'livesr[ray]'`.
 """
@@ -69,7 +69,7 @@ class StarletteConnection:
 class StreamReplica:
     """One replica: a stream server over the shipped ONNX graphs."""
 
-    def __init__(self, models: Sequence[str] = ("speech", "music"), threads: int = 1, **limits: Any) -> None:
+    def __init__(self, models: Sequence[str] | None = None, threads: int = 1, **limits: Any) -> None:
         hub = make_hub(models, threads, **limits)
         hub.preload()
         self.server = StreamServer(hub)
@@ -112,7 +112,7 @@ def build(args: Mapping[str, Any]) -> Any:
         ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))},
     )
     return deployment.bind(
-        models=_names(args.get("models", "speech,music")),
+        models=_names(args["models"]) if "models" in args else None,
         threads=int(args.get("threads", 1)),
         max_streams=max_streams,
         max_buffer_seconds=float(args.get("max_buffer_seconds", 2.0)),

@@ -270,7 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
-    p.add_argument("--models", nargs="+", default=["speech", "music"], help="models clients may ask for")
+    p.add_argument(
+        "--models", nargs="+", help="models clients may ask for (default: every preset that ships a graph)"
+    )
     p.add_argument(
         "--max-streams", type=int, default=256, help="streams open at once (more are refused, 1013)"
     )
@@ -285,9 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_hub(models: Sequence[str], threads: int = 1, **limits: Any) -> StreamHub:
-    """A hub that runs the shipped presets' ONNX graphs (torch-free)."""
-    from .generators import load_shipped
+def make_hub(models: Sequence[str] | None, threads: int = 1, **limits: Any) -> StreamHub:
+    """A hub that runs the shipped presets' ONNX graphs (torch-free); `models` None: all of them."""
+    from .generators import load_shipped, shipped_presets
 
     def load(name: str) -> Any:
         stepper = load_shipped(name, threads)
@@ -295,7 +297,7 @@ def make_hub(models: Sequence[str], threads: int = 1, **limits: Any) -> StreamHu
             raise RequestError(f"model {name!r} has no shipped graph")
         return stepper
 
-    return StreamHub(load, tuple(models), **limits)
+    return StreamHub(load, tuple(models) if models is not None else shipped_presets(), **limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,7 +103,7 @@ class StreamHub:
     def __init__(
         self,
         load: Any,
-        models: tuple[str, ...] = ("speech", "music"),
+        models: tuple[str, ...],
         max_streams: int = 256,
         max_buffer_seconds: float = 2.0,
         max_batch: int = 64,
