@@ -19,9 +19,9 @@ denoiser streams at latency 0 with any block length.
 from x_K = sqrt(abar) guess + sqrt(1 - abar) noise (the forward process at the first pass's step
 applied to the best estimate of x_0 before any pass) to x_0. Each sampling step runs the shared
 denoiser weights with its own carried state ("k<j>." holds the state of the pass that produces x_j),
-and the conditioning features, which do not depend on the step, are computed once per block ("cond."). The noise is a pure function of the
-stream's seed and the absolute sample index (`counter_noise`), so any partition of a signal into
-blocks gives the one-pass output.
+and the conditioning features, which do not depend on the step, are computed once per block
+("cond."). The noise is a pure function of the stream's seed and the absolute sample index
+(`counter_noise`), so any partition of a signal into blocks gives the one-pass output.
 
 Two domains. The paper's model (no `noise_bands`) diffuses the waveform: x_0 is the 48 kHz output.
 There a few per cent of the denoiser's error is louder than the whole missing band, which sits 30-60

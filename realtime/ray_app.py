@@ -11,9 +11,9 @@ answers with the Prometheus text of whichever replica takes the request (Ray's o
 the cluster).
 
 Builder arguments (`key=value` after the import path, all optional): num_replicas (1), models
-(every preset that ships a graph), threads (onnxruntime threads per model call, 1), num_cpus (CPUs Ray reserves per
-replica, 1), max_streams (per replica, 256), max_buffer_seconds (2), max_batch (64). Needs the `ray`
-extra: `pip install 'livesr[ray]'`.
+(every preset that ships a graph), threads (onnxruntime threads per model call, 1), num_cpus (CPUs
+Ray reserves per replica, 1), max_streams (per replica, 256), max_buffer_seconds (2), max_batch
+(64). Needs the `ray` extra: `pip install 'livesr[ray]'`.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the handler's WebSocket annotation as a
