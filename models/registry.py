@@ -108,7 +108,8 @@ def build_model(name: str) -> StreamingModule:
     return model
 
 
-def _resolve_weights(name_or_path: str | os.PathLike) -> Path:
+def weights_path(name_or_path: str | os.PathLike) -> Path:
+    """The .safetensors file of a preset name (its shipped weights) or a path, or a clear error."""
     text = str(name_or_path)
     if text in PRESETS:
         path = WEIGHTS_DIR / f"{text}.safetensors"
@@ -155,7 +156,7 @@ def load_model(name_or_path: str | os.PathLike, pretrained: bool = True) -> Stre
     """
     if not pretrained:
         return build_model(str(name_or_path)).eval()
-    weights = _resolve_weights(name_or_path)
+    weights = weights_path(name_or_path)
     cfg = read_config(weights)
     try:
         model = build_from_spec(cfg["family"], cfg["config"], cfg.get("preset", weights.stem))

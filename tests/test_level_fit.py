@@ -58,3 +58,47 @@ def test_fit_level_refuses_a_folder_without_a_validation_split(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"sample_rate": SR, "splits": {"train": []}}))
     with pytest.raises(ValueError, match="validation split holds no readable clips"):
         fit_level(tmp_path, (16000,), 0.9)
+
+
+def _too_loud(tmp_path):
+    """An untrained speech generator whose rule is the data's slope-3 shape but 6 dB too loud, saved
+    with a training record."""
+    from test_band_level import _zero_correction
+
+    from models.registry import save_model, with_config
+
+    model = with_config(_zero_correction("speech", slope=3.0), level_offset_db=6.0)
+    return save_model(model, tmp_path / "loud.safetensors", training={"steps": 7})
+
+
+def test_calibration_centres_the_validation_bias(prepared, tmp_path):
+    from models.evaluate import evaluate, list_files, model_runner
+    from models.registry import load_model
+    from models.train.level_calibrate import calibrate_level
+
+    model = load_model(_too_loud(tmp_path))
+    calibrated, found = calibrate_level(model, prepared, (16000, 8000), progress=False)
+    assert found.sources == 2 and found.clip_rate_pairs == 2 * 4  # a and b's validation clips, not c's
+    assert all(4.5 < b < 7.5 for b in found.source_mean_bias_db.values())
+    assert found.offset_after_db == calibrated.config.level_offset_db
+    assert abs(found.offset_after_db - (6.0 - np.mean(list(found.source_mean_bias_db.values())))) < 0.01
+    files = list_files(prepared, "valid")
+    again = evaluate(files, 48000, (16000, 8000), model_runner(calibrated), False, progress=False)
+    centred = np.mean(
+        [again.table(s)[r]["model"]["level_bias"] for s in again.sources() for r in (16000, 8000)]
+    )
+    assert abs(centred) < 0.3
+
+
+def test_calibrate_level_command_keeps_the_record_and_the_original(prepared, tmp_path, capsys):
+    source = _too_loud(tmp_path)
+    out = tmp_path / "calibrated.safetensors"
+    args = ["calibrate-level", "--model", str(source), "--data", str(prepared), "--rates", "16000"]
+    assert train_main([*args, "--out", str(out)]) == 0
+    assert "level_offset_db 6 ->" in capsys.readouterr().out
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["training"] == {"steps": 7} and "calibrate-level" in saved["calibration"]["command"]
+    assert saved["config"]["level_offset_db"] == saved["calibration"]["offset_after_db"] < 3.0
+    assert json.loads(source.with_suffix(".json").read_text())["config"]["level_offset_db"] == 6.0
+    assert train_main([*args, "--out", str(source)]) == 2
+    assert "must differ" in capsys.readouterr().err

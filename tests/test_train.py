@@ -14,7 +14,7 @@ import torch
 from scipy.signal import welch
 
 from models.evaluate import alignment_lag
-from models.registry import load_model
+from models.registry import build_model, load_model
 from models.train import degrade as dg
 from models.train import trainer as trainer_module
 from models.train.__main__ import main, parser, train_config
@@ -36,7 +36,7 @@ from models.train.losses import (
 )
 from models.train.prepare import prepare
 from models.train.splits import load_manifest, split_entries
-from models.train.trainer import CONFIG, PRESETS, RunOptions, TrainConfig, Trainer, lr_factor
+from models.train.trainer import CONFIG, PRESETS, RunOptions, TrainConfig, Trainer, generator_spec, lr_factor
 
 SR = 48000
 
@@ -544,6 +544,29 @@ def test_fit_cli_no_augment_and_hold_out_are_fixed_for_the_run(data_dir, tmp_pat
     assert train_config(parser().parse_args([*base, "--hold-out", "fr", "ru"])) == cfg
     with pytest.raises(ValueError, match=r"other values of \['hold_out'\]"):
         train_config(parser().parse_args([*base, "--hold-out", "fr"]))
+
+
+def test_fit_cli_level_fit_replaces_the_rule_of_the_preset_or_a_given_config(data_dir, tmp_path):
+    fit = tmp_path / "level.json"
+    fit.write_text(json.dumps({"level_shape": [[1000.0, 0.0], [8000.0, -20.0]], "level_offset_db": -4.5}))
+    base = ["fit", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--level-fit", str(fit)]
+    spec = train_config(parser().parse_args(base)).generator_spec
+    preset = generator_spec(build_model("speech")).get("config")
+    assert spec["config"]["level_offset_db"] == -4.5 and spec["config"]["level_shape"][1] == [8000.0, -20.0]
+    assert {k: v for k, v in spec["config"].items() if not k.startswith("level_")} == {
+        k: v for k, v in preset.items() if not k.startswith("level_")
+    }
+    custom = tmp_path / "gen.json"
+    custom.write_text(json.dumps(TINY))
+    spec = train_config(parser().parse_args([*base, "--generator-config", str(custom)])).generator_spec
+    assert (
+        spec["config"]["channels"] == TINY["config"]["channels"] and spec["config"]["level_offset_db"] == -4.5
+    )
+    with pytest.raises(ValueError, match="no level rule"):
+        train_config(parser().parse_args([*base, "--generator", "mambawave-paper"]))
+    fit.write_text(json.dumps({"level_offset_db": 1.0}))
+    with pytest.raises(ValueError, match="lacks level_shape"):
+        train_config(parser().parse_args(base))
 
 
 def test_a_config_saved_before_augmentation_and_the_split_resumes_as_it_ran(data_dir, tmp_path):

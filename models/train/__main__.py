@@ -100,6 +100,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--generator-config", type=Path, help='JSON {"family": ..., "config": {...}}: a custom generator'
     )
+    s.add_argument(
+        "--level-fit",
+        type=Path,
+        help="JSON of `fit-level --json`: its level_shape and level_offset_db replace the generator's",
+    )
     s.add_argument("--segment-seconds", type=float)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
@@ -154,13 +159,37 @@ def _add_fit_level(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the fit here")
 
 
+def _add_calibrate_level(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate-level",
+        help="re-centre a trained generator's level offset on the validation split",
+        description=(
+            "Score a generator on the validation split (file mode, no ViSQOL), average its new band's "
+            "level bias over the sources (each alike) at each input rate, and write a copy whose "
+            "level_offset_db moves by minus the mean over the rates, so that the sources' mean bias is "
+            "centred. A trained correction shifts the band on average; this removes that shift without "
+            "reading the test split. The copy's JSON keeps the training record and adds the calibration."
+        ),
+    )
+    p.add_argument("--model", required=True, help="preset name or .safetensors path")
+    p.add_argument("--data", required=True, type=Path, help="folder made by `prepare` (manifest.json)")
+    p.add_argument("--out", required=True, type=Path, help="calibrated weights (.safetensors)")
+    p.add_argument("--rates", nargs="+", type=int, help="input rates (default: the family's list)")
+    p.add_argument("--every", type=int, default=1, help="score every Nth validation clip")
+    p.add_argument("--max-seconds", type=float, help="cut every clip to this length")
+    p.add_argument("--hold-out", nargs="+", default=[], help="sources a leave-one-source-out model never saw")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="livesr training: data preparation, training, export.")
+    p = argparse.ArgumentParser(
+        prog=PROG, description="livesr training: data preparation, training, export, the level rule."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_fit(sub)
     _add_export(sub)
     _add_fit_level(sub)
+    _add_calibrate_level(sub)
     return p
 
 
@@ -182,6 +211,27 @@ SETTING_FLAGS = (
 )
 
 
+def preset_spec(name: str) -> dict:
+    """{"family", "config"} of a registry preset as built today."""
+    from ..registry import build_model
+    from .trainer import generator_spec
+
+    return generator_spec(build_model(name))
+
+
+def with_level_fit(spec: dict, fit: dict) -> dict:
+    """`spec` with the level rule of a `fit-level --json` file (level_shape, level_offset_db)."""
+    missing = [k for k in ("level_shape", "level_offset_db") if k not in fit]
+    if missing:
+        raise ValueError(f"--level-fit: the file lacks {', '.join(missing)} (write it with fit-level --json)")
+    from ..registry import build_from_spec
+
+    config = {**spec["config"], "level_shape": fit["level_shape"], "level_offset_db": fit["level_offset_db"]}
+    if not getattr(build_from_spec(spec["family"], config).config, "noise_bands", 0):
+        raise ValueError("--level-fit: this generator has no level rule (no noise excitation)")
+    return {**spec, "preset": "custom", "config": config}
+
+
 def train_config(args: argparse.Namespace):
     """The preset's TrainConfig with the explicitly given settings applied (or a resumed run's config)."""
     import dataclasses
@@ -193,6 +243,12 @@ def train_config(args: argparse.Namespace):
         changes["generator"] = args.generator
     if args.generator_config is not None:
         changes["generator_spec"] = json.loads(args.generator_config.read_text())
+    if args.level_fit is not None:
+        changes["generator_spec"] = with_level_fit(
+            changes.get("generator_spec")
+            or preset_spec(changes.get("generator", PRESETS[args.preset].generator)),
+            json.loads(args.level_fit.read_text()),
+        )
     if args.no_discriminators:
         changes["discriminators"] = ()
     if args.no_augment:
@@ -269,6 +325,28 @@ def _fit_level(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_level(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ..evaluate import DEFAULT_RATES
+    from ..registry import family_of, load_model, read_config, save_model, weights_path
+    from .level_calibrate import calibrate_level, report
+
+    if args.out.suffix != ".safetensors":
+        raise ValueError(f"--out must be a .safetensors path, got {args.out}")
+    source = weights_path(args.model)
+    if args.out.resolve() == source.resolve():
+        raise ValueError("--out must differ from --model: the uncalibrated weights are kept")
+    model = load_model(source)
+    rates = args.rates or DEFAULT_RATES[family_of(model)]
+    calibrated, calibration = calibrate_level(
+        model, args.data, rates, args.hold_out, args.every, args.max_seconds
+    )
+    print(report(calibration))
+    kept = {k: v for k, v in read_config(source).items() if k in ("training", "note")}
+    record = {"command": f"{PROG} {shlex.join(argv)}", **calibration.to_dict()}
+    print(save_model(calibrated, args.out, **kept, calibration=record))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -298,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "fit-level":
             return _fit_level(args)
+        if args.command == "calibrate-level":
+            return _calibrate_level(args, argv)
         if args.command == "fit":
             return _fit(args, argv)
         return _export(args)
