@@ -398,7 +398,9 @@ class AEROMamba(_Composite):
             self.register_buffer("band_average", member / member.sum(1, keepdim=True), persistent=False)
             self.noise_bias = nn.Parameter(torch.zeros(cfg.noise_bands))  # zero correction untrained
             # Per-frame gains, interpolated linearly over each hop.
-            self.noise = NoiseBands(cfg.noise_bands, cfg.noise_low_hz, cfg.sample_rate, hop=cfg.hop)
+            self.noise = NoiseBands(
+                cfg.noise_bands, cfg.noise_low_hz, cfg.sample_rate, hop=cfg.hop, shape=cfg.level_shape
+            )
             self.level = BandLevel(cfg.noise_bands, cfg.sample_rate, cfg.hop, cfg.level_window)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:

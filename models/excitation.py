@@ -8,19 +8,24 @@ envelope comes from `models.band_level` (the input's rule times the generator's 
 
 The noise is a fixed table (a counter-based integer hash, so it is the same on every machine and
 numpy version), split into log-spaced bands by masking its spectrum: the table is periodic, so the
-split is exact and the bands add up to white noise above `low_hz`. The only state is the read
-position, so streaming equals offline and the module exports to ONNX (Gather on int64 indices).
+split is exact and the bands add up to white noise above `low_hz`. Given the level rule's shape, each
+band's spectrum also follows the shape inside the band (its power kept at 1), so the excitation's
+power density is the rule's at every frequency rather than a step per band: the shipped shapes fall
+2-14 dB across one of their bands. The only state is the read position, so streaming equals offline
+and the module exports to ONNX (Gather on int64 indices).
 In training mode every stream starts at a random position, so a fixed noise sample is never learnt.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dsp.level import band_edges
+from .dsp.level import band_edges, shape_db
 from .streaming import State, StreamingModule, with_context
 
 PERIOD = 1 << 17  # table length: 2.7 s at 48 kHz, far longer than any pattern an ear locks on to
@@ -47,12 +52,21 @@ def hash_noise(n: int, seed: int = 0) -> np.ndarray:
 
 
 def band_noise(
-    bands: int, low_hz: float, sample_rate: int, period: int = PERIOD, seed: int = 0
+    bands: int,
+    low_hz: float,
+    sample_rate: int,
+    shape: Any = None,
+    period: int = PERIOD,
+    seed: int = 0,
 ) -> np.ndarray:
-    """(bands, period) float32 tables: band k holds the noise between edges k and k + 1, unit RMS."""
+    """(bands, period) float32 tables: band k holds the noise between edges k and k + 1, unit RMS,
+    its spectrum following the level shape `shape` ((Hz, dB) points; None: flat)."""
     spectrum = np.fft.rfft(hash_noise(period, seed))
     freqs = np.fft.rfftfreq(period, 1.0 / sample_rate)
     edges = band_edges(bands, low_hz, sample_rate)
+    if shape is not None:
+        above = freqs >= edges[0]
+        spectrum[above] *= 10.0 ** (shape_db(shape, freqs[above]) / 20.0)
     tables = np.empty((bands, period), dtype=np.float32)
     for k in range(bands):
         upper = freqs <= edges[k + 1] if k == bands - 1 else freqs < edges[k + 1]
@@ -81,11 +95,20 @@ class NoiseBands(StreamingModule):
     `hop` > 1: the gains come one per frame of `hop` samples, (batch, bands, frames), and are
     interpolated linearly from the previous frame's over each frame (the moving average of length
     `hop` of the held gains, at O(1) per sample).
+    `shape`: the level rule's shape, followed within each band (`band_noise`).
     State: "pos", the read position in the table per stream (an integer < PERIOD, exact in fp32), and
     "gains", the last `smooth - 1` gains (or the last frame's).
     """
 
-    def __init__(self, bands: int, low_hz: float, sample_rate: int, smooth: int = 1, hop: int = 1) -> None:
+    def __init__(
+        self,
+        bands: int,
+        low_hz: float,
+        sample_rate: int,
+        smooth: int = 1,
+        hop: int = 1,
+        shape: Any = None,
+    ) -> None:
         super().__init__()
         if smooth < 1 or hop < 1 or (smooth > 1 and hop > 1):
             raise ValueError(f"need smooth >= 1 and hop >= 1, not both > 1; got smooth={smooth}, hop={hop}")
@@ -94,7 +117,7 @@ class NoiseBands(StreamingModule):
         self.edges = band_edges(bands, low_hz, sample_rate)
         # Rebuilt from the hash at construction, never stored with the weights.
         self.register_buffer(
-            "table", torch.from_numpy(band_noise(bands, low_hz, sample_rate)), persistent=False
+            "table", torch.from_numpy(band_noise(bands, low_hz, sample_rate, shape)), persistent=False
         )
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:

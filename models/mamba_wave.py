@@ -504,7 +504,9 @@ class MambaWave(StreamingModule):
         self.clip_bound = NORMALISED_CLIP if config.noise_bands else 1.0
         if config.noise_bands:
             hop = config.level_hop
-            self.excitation = NoiseBands(config.noise_bands, config.noise_low_hz, config.sample_rate, hop=hop)
+            self.excitation = NoiseBands(
+                config.noise_bands, config.noise_low_hz, config.sample_rate, hop=hop, shape=config.level_shape
+            )
             self.level = BandLevel(config.noise_bands, config.sample_rate, hop, config.level_window)
             self.block_multiple = hop
         self.timesteps = sampling_timesteps(config.train_steps, config.sampling_steps)

@@ -310,7 +310,11 @@ class WaveUMamba(StreamingModule):
             nn.init.zeros_(head.conv.bias)
             self.noise_head = Sequential(LeakyReLU(config.post_slope), head)
             self.noise = NoiseBands(
-                config.noise_bands, config.noise_low_hz, config.sample_rate, hop=config.level_hop
+                config.noise_bands,
+                config.noise_low_hz,
+                config.sample_rate,
+                hop=config.level_hop,
+                shape=config.level_shape,
             )
             self.level = BandLevel(
                 config.noise_bands, config.sample_rate, config.level_hop, config.level_window

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.dsp.level import band_edges
+from models.dsp.level import band_edges, power_law_shape, shape_db
 from models.excitation import PERIOD, NoiseBands, band_noise, hash_noise
 
 SR = 48000
@@ -32,6 +32,27 @@ def test_bands_partition_the_noise_above_low_hz():
     assert np.all((spectra > 1e-3 * spectra.max()).sum(axis=0) <= 1)  # bands never overlap
     with pytest.raises(ValueError, match="low_hz"):
         band_edges(4, 30000.0, SR)
+
+
+def test_shaped_bands_follow_the_level_shape_inside_each_band():
+    """With the rule's shape each band keeps unit power but tilts as the shape does, so the bands
+    together are noise with the shape's spectrum, not a staircase of flat steps."""
+    shape = power_law_shape(5.0)  # 15 dB per octave: 5 dB across each of these bands
+    period = 1 << 16
+    tables = band_noise(6, 3000.0, SR, shape=shape, period=period).astype(np.float64)
+    np.testing.assert_allclose(np.sqrt(np.mean(tables**2, axis=1)), 1.0, rtol=1e-5)
+    power = np.abs(np.fft.rfft(tables, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(period, 1 / SR)
+    edges = band_edges(6, 3000.0, SR)
+    for k in range(6):
+        lo, hi = edges[k], edges[k + 1]
+        mid = np.sqrt(lo * hi)
+        lower, upper = (freqs >= lo) & (freqs < mid), (freqs >= mid) & (freqs < hi)
+        measured = 10 * np.log10(power[k, lower].mean() / power[k, upper].mean())
+        expected = shape_db(shape, freqs[lower]).mean() - shape_db(shape, freqs[upper]).mean()
+        assert expected > 2.0 and abs(measured - expected) < 0.5, (k, measured, expected)
+    flat = band_noise(6, 3000.0, SR, period=period)
+    assert not np.allclose(flat, tables)
 
 
 def _blocks(module, gains, sizes, state):
