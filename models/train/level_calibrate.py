@@ -56,13 +56,9 @@ def calibrate_level(
         files, int(model.sample_rate), rates, model_runner(model), False, max_seconds, progress=progress
     )
     sources = report.sources()
+    tables = [report.table(s) for s in sources]  # each: rate -> system -> metric, the source's means
     bias = {
-        rate: float(
-            np.mean(
-                [report.table(s)[rate]["model"]["level_bias"] for s in sources if rate in report.table(s)]
-            )
-        )
-        for rate in rates
+        rate: float(np.mean([t[rate]["model"]["level_bias"] for t in tables if rate in t])) for rate in rates
     }
     after = round(float(offset) - float(np.mean(list(bias.values()))), 2)
     calibration = Calibration(float(offset), after, bias, len(sources), len(report.clips))
