@@ -82,6 +82,8 @@ def test_calibration_centres_the_validation_bias(prepared, tmp_path):
     assert all(4.5 < b < 7.5 for b in found.source_mean_bias_db.values())
     assert found.offset_after_db == calibrated.config.level_offset_db
     assert abs(found.offset_after_db - (6.0 - np.mean(list(found.source_mean_bias_db.values())))) < 0.01
+    # The rule owns an untrained band: one move centres it, and the second scoring confirms that.
+    assert len(found.passes) == 2 and abs(found.passes[1][1]) < 0.5 and 0.9 < found.response < 1.1
     files = list_files(prepared, "valid")
     again = evaluate(files, 48000, (16000, 8000), model_runner(calibrated), False, progress=False)
     centred = np.mean(
@@ -102,3 +104,15 @@ def test_calibrate_level_command_keeps_the_record_and_the_original(prepared, tmp
     assert json.loads(source.with_suffix(".json").read_text())["config"]["level_offset_db"] == 6.0
     assert train_main([*args, "--out", str(source)]) == 2
     assert "must differ" in capsys.readouterr().err
+
+
+def test_calibration_follows_the_measured_response_and_refuses_a_band_the_rule_does_not_own():
+    from models.train.level_calibrate import LevelNotOwned, next_offset
+
+    assert next_offset([(-2.0, 4.0)]) == (-6.0, None)  # first move: dB for dB
+    offset, response = next_offset([(-2.0, 4.0), (-6.0, 2.0)])  # half of it came through
+    assert response == pytest.approx(0.5) and offset == pytest.approx(-10.0)
+    with pytest.raises(LevelNotOwned, match="0.20 dB per dB"):
+        next_offset([(-2.0, 5.0), (-7.0, 4.0)])
+    with pytest.raises(LevelNotOwned):  # the band moved the wrong way
+        next_offset([(-2.0, 5.0), (-7.0, 6.0)])
