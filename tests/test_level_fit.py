@@ -107,10 +107,11 @@ def test_calibrate_level_command_keeps_the_record_and_the_original(prepared, tmp
 
 
 def test_calibration_follows_the_measured_response_and_refuses_a_band_the_rule_does_not_own():
-    from models.train.level_calibrate import LevelNotOwned, next_offset
+    from models.train.level_calibrate import LevelNotOwned, next_offset, response_of
 
-    assert next_offset([(-2.0, 4.0)]) == (-6.0, None)  # first move: dB for dB
-    offset, response = next_offset([(-2.0, 4.0), (-6.0, 2.0)])  # half of it came through
+    assert next_offset([(-2.0, 4.0)]) == -6.0 and response_of([(-2.0, 4.0)]) is None  # first: dB for dB
+    passes = [(-2.0, 4.0), (-6.0, 2.0)]  # half of it came through
+    response, offset = response_of(passes), next_offset(passes)
     assert response == pytest.approx(0.5) and offset == pytest.approx(-10.0)
     with pytest.raises(LevelNotOwned, match="0.20 dB per dB"):
         next_offset([(-2.0, 5.0), (-7.0, 4.0)])

@@ -59,23 +59,23 @@ def response_of(passes: Sequence[tuple[float, float]]) -> float | None:
     return (b1 - b0) / (o1 - o0) if o1 != o0 else 0.0
 
 
-def next_offset(passes: Sequence[tuple[float, float]]) -> tuple[float, float | None]:
-    """(the offset to score next, the measured response) from the (offset, mean bias) scored so far.
+def next_offset(passes: Sequence[tuple[float, float]]) -> float:
+    """The offset to score next from the (offset, mean bias) scored so far.
 
     The first move assumes the band follows the offset dB for dB; later ones use the response between
     the last two passes. Raises LevelNotOwned when that response is below MIN_RESPONSE."""
     offset, bias = passes[-1]
     response = response_of(passes)
     if response is None:
-        return offset - bias, None
-    (o0, b0), (o1, b1) = passes[-2], passes[-1]
+        return offset - bias
     if response < MIN_RESPONSE:
+        before, bias_before = passes[-2]
         raise LevelNotOwned(
-            f"moving level_offset_db from {o0:g} to {o1:g} dB moved the mean bias only from {b0:+.2f} to "
-            f"{b1:+.2f} dB ({response:.2f} dB per dB): the generator's own content carries most of the "
-            "new band, so the rule's offset cannot centre it"
+            f"moving level_offset_db from {before:g} to {offset:g} dB moved the mean bias only from "
+            f"{bias_before:+.2f} to {bias:+.2f} dB ({response:.2f} dB per dB): the generator's own "
+            "content carries most of the new band, so the rule's offset cannot centre it"
         )
-    return o1 - b1 / response, response
+    return offset - bias / response
 
 
 def calibrate_level(
@@ -99,7 +99,8 @@ def calibrate_level(
         raise ValueError(f"every and max_passes must be >= 1, got {every} and {max_passes}")
     files = list_files(data, "valid", hold_out)[::every]
 
-    def source_mean_bias(candidate: StreamingModule) -> tuple[dict[int, float], int, int]:
+    def score(candidate: StreamingModule) -> tuple[dict[int, float], int, int]:
+        """(mean bias over the sources per rate, sources, clip-rate pairs) of `candidate`."""
         report = evaluate(
             files,
             int(model.sample_rate),
@@ -113,20 +114,20 @@ def calibrate_level(
         bias = {r: float(np.mean([t[r]["model"]["level_bias"] for t in tables if r in t])) for r in rates}
         return bias, len(tables), len(report.clips)
 
-    first, sources, pairs = source_mean_bias(model)
+    def mean_over_rates(bias: dict[int, float]) -> float:
+        return float(np.mean(list(bias.values())))
+
+    first, sources, pairs = score(model)
     calibration = Calibration(float(offset), float(offset), first, sources, pairs)
-    calibration.passes.append((float(offset), float(np.mean(list(first.values())))))
+    calibration.passes.append((float(offset), mean_over_rates(first)))
     current = model
     while abs(calibration.passes[-1][1]) > TOLERANCE_DB:
-        candidate, calibration.response = next_offset(calibration.passes)
-        current = with_config(model, level_offset_db=round(candidate, 2))
-        calibration.offset_after_db = round(candidate, 2)
+        calibration.offset_after_db = round(next_offset(calibration.passes), 2)
+        current = with_config(model, level_offset_db=calibration.offset_after_db)
         if len(calibration.passes) == max_passes:
             break  # the last move is kept unverified
-        bias, _, _ = source_mean_bias(current)
-        calibration.passes.append((calibration.offset_after_db, float(np.mean(list(bias.values())))))
-    if len(calibration.passes) >= 2:
-        calibration.response = response_of(calibration.passes)
+        calibration.passes.append((calibration.offset_after_db, mean_over_rates(score(current)[0])))
+    calibration.response = response_of(calibration.passes)
     return current, calibration
 
 
