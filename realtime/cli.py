@@ -180,9 +180,22 @@ def build_processor(model: Any, input_rate: int, output_rate: int | None, backen
         raise CliError(f"backend {backend!r} cannot run this model: {type(err).__name__}: {first}") from None
 
 
+def check_new_band_trim(model: Any, args: argparse.Namespace, input_rate: int) -> None:
+    """--new-band-db needs a band edge and a generator with a band level: a CliError before any export."""
+    from models.dsp.level import has_band_level
+
+    edge_known = input_rate < int(model.sample_rate) or args.input_cutoff is not None
+    if args.new_band_db and not (edge_known and has_band_level(getattr(model, "config", None))):
+        raise CliError(
+            "--new-band-db needs a known band edge and a model with a band level: an input below the "
+            "model's rate, or --input-cutoff for one at its rate"
+        )
+
+
 def make_processor(
     model: Any, args: argparse.Namespace, input_rate: int, output_rate: int | None, channels: int
 ) -> Any:
+    check_new_band_trim(model, args, input_rate)
     proc = build_processor(
         model,
         input_rate,
@@ -192,6 +205,7 @@ def make_processor(
         block_size=args.model_block,
         dry_wet=args.dry_wet,
         input_cutoff_hz=args.input_cutoff,
+        new_band_db=args.new_band_db,
     )
     proc.bypass = args.bypass
     return proc
@@ -451,6 +465,15 @@ def _unit(text: str) -> float:
     return value
 
 
+def _new_band_db(text: str) -> float:
+    from models.dsp.level import NEW_BAND_MAX_DB, check_new_band_db
+
+    try:
+        return check_new_band_db(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dB within +-{NEW_BAND_MAX_DB:g}, got {text!r}") from None
+
+
 def _latency(text: str) -> str | float:
     if text in ("low", "high"):
         return text
@@ -545,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the input's band ends when it already runs at the model's rate (e.g. 8000 for a "
         "16 kHz recording saved at 48 kHz): the output keeps the input below it and fills the band "
         "above it. Inputs below the model's rate need none (their band ends at their Nyquist frequency)",
+    )
+    mod.add_argument(
+        "--new-band-db",
+        type=_new_band_db,
+        default=0.0,
+        metavar="DB",
+        help="raise (+) or lower (-) the new band by DB dB from the level the model sets (default 0; "
+        "within +-24). Voices differ above the band edge by several dB that the given band does not "
+        "reveal: if the result sounds hissy or dull, trim it by ear",
     )
     mod.add_argument(
         "--model-block",

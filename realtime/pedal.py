@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from models.dsp.level import check_new_band_db
 from models.dsp.resample import check_rate
 
 from .processor import BACKENDS, Processor
@@ -238,6 +239,8 @@ class BandwidthExtender(Effect):
             (e.g. 8000 for a 16 kHz recording resampled to 48 kHz): the output keeps the input below
             it and the new band's level follows the input's top band. Without it the generator runs
             alone and its noise excitation stays silent (see `realtime.processor.Processor`).
+        new_band_db: trim the new band's level by this many dB from the fitted one (within +-24 dB):
+            a voice brighter or duller above the band edge than the training voices is met by ear.
 
     A `Processor` is built for each (sample_rate, channels) on first use (or by `prepare`) and rebuilt,
     reset, when they change. NaN/Inf input is guarded by the Processor: the host block holding it
@@ -253,6 +256,7 @@ class BandwidthExtender(Effect):
         pretrained: bool = True,
         dry_wet: float = 1.0,
         input_cutoff_hz: float | None = None,
+        new_band_db: float = 0.0,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -262,6 +266,7 @@ class BandwidthExtender(Effect):
         self._check_dry_wet(dry_wet)
         self._dry_wet = float(dry_wet)
         self.input_cutoff_hz = input_cutoff_hz
+        self._new_band_db = check_new_band_db(new_band_db)
         self.model = _load_model(model, backend, pretrained)
         self._proc: Processor | None = None
         self._to_drop = 0  # stream samples still to drop from the front (streaming mode)
@@ -286,6 +291,16 @@ class BandwidthExtender(Effect):
         self._dry_wet = float(value)
         if self._proc is not None:
             self._proc.dry_wet = self._dry_wet
+
+    @property
+    def new_band_db(self) -> float:
+        return self._new_band_db
+
+    @new_band_db.setter
+    def new_band_db(self, value: float) -> None:
+        self._new_band_db = check_new_band_db(value)
+        if self._proc is not None:
+            self._proc.new_band_db = self._new_band_db
 
     @property
     def processor(self) -> Processor | None:
@@ -319,6 +334,7 @@ class BandwidthExtender(Effect):
             channels,
             dry_wet=self._dry_wet,
             input_cutoff_hz=self.input_cutoff_hz,
+            new_band_db=self._new_band_db,
         )
         if self.output_rate is None and sample_rate < proc.model_rate:
             warnings.warn(

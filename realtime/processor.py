@@ -25,7 +25,8 @@ class Processor(BlockProcessor):
         model: a torch `StreamingModule` generator (with `sample_rate`, `block_multiple`, `latency`)
             or a numpy stepper with the same contract (e.g. `export.runtime.OnnxStreamer`).
         backend: "torch" | "onnx" | "triton" | "auto" (see `realtime.steppers.make_stepper`).
-        input_rate, output_rate, channels, block_size, dry_wet, input_cutoff_hz: see `BlockProcessor`
+        input_rate, output_rate, channels, block_size, dry_wet, input_cutoff_hz, new_band_db: see
+            `BlockProcessor`
             (latency, guards, bypass and the dry path are documented there).
     """
 
@@ -39,9 +40,12 @@ class Processor(BlockProcessor):
         block_size: int | None = None,
         dry_wet: float = 1.0,
         input_cutoff_hz: float | None = None,
+        new_band_db: float = 0.0,
     ) -> None:
         stepper, self.backend = make_stepper(model, backend)
-        super().__init__(stepper, input_rate, output_rate, channels, block_size, dry_wet, input_cutoff_hz)
+        super().__init__(
+            stepper, input_rate, output_rate, channels, block_size, dry_wet, input_cutoff_hz, new_band_db
+        )
 
 
 def process_offline(

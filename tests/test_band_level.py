@@ -10,9 +10,9 @@ import torch
 
 from models import evaluate as ev
 from models.band_level import CORRECTION_DB, BandLevel, correction_gain
-from models.dsp.level import analysis_edges, band_edges, level_state, power_law_shape
+from models.dsp.level import analysis_edges, band_edges, check_new_band_db, level_state, power_law_shape
 from models.registry import build_model, with_config
-from realtime.processor import process_offline
+from realtime.processor import Processor, process_offline
 
 SR = 48000
 CONFIG = {
@@ -207,8 +207,6 @@ def test_the_new_band_is_there_from_the_first_block(name, input_rate):
 
 
 def test_a_same_rate_input_gets_the_level_only_with_its_band_edge():
-    from realtime.processor import Processor
-
     model = build_model("speech").eval()
     unknown = Processor(model, 48000, backend="torch")
     assert unknown.chain.level_values == {} and unknown.chain.merge is None  # the generator runs alone
@@ -259,3 +257,48 @@ def test_a_bad_level_shape_is_a_clear_error(shape):
 
     with pytest.raises(ValueError, match="level_shape"):
         WaveUMambaConfig(level_shape=shape)
+
+
+def test_the_listeners_trim_scales_the_rule_and_nothing_else():
+    plain, trimmed = (
+        level_state(CONFIG, 8000.0, 7200.0),
+        level_state(CONFIG, 8000.0, 7200.0, new_band_db=-6.0),
+    )
+    np.testing.assert_array_equal(trimmed["level.top"], plain["level.top"])
+    np.testing.assert_allclose(trimmed["level.rule"], plain["level.rule"] * 10**-0.6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [30.0, -24.5, float("nan"), float("inf"), "3", True, None])
+def test_a_bad_trim_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="new_band_db"):
+        check_new_band_db(bad)
+
+
+@pytest.mark.parametrize(("name", "input_rate"), [("speech", 8000), ("music", 11025)])
+def test_the_trim_moves_the_new_band_by_its_db_from_the_next_block(name, input_rate):
+    """A listener's trim moves the new band of a generator with zero correction by its dB (within
+    0.5 dB), set at the start or mid-stream, and leaves the given band as it was (SNR-LB >= 60 dB)."""
+    model = _zero_correction(name, slope=2.0)
+    sr = model.sample_rate
+    lowres = ev.downsample(sloped_noise(2.0, 2.0, seed=5)[: 2 * sr], sr, input_rate).astype(np.float32)
+    half = lowres.size // 2
+    f = ev.bin_frequencies(sr)
+    band = (f >= input_rate / 2) & (f < min(ev.MAX_HZ, sr / 2))
+
+    def later_band_db(x: np.ndarray) -> float:  # from 0.2 s after the switch on
+        return 10 * math.log10(ev.power_spectrogram(x[x.size // 2 + sr // 5 :])[:, band].mean())
+
+    plain = Processor(model, input_rate, backend="torch").process_file_array(lowres)
+    from_start = Processor(model, input_rate, backend="torch", new_band_db=-6.0).process_file_array(lowres)
+    live = Processor(model, input_rate, backend="torch")
+    first = live.process(lowres[:half])
+    live.new_band_db = -6.0
+    switched = np.concatenate([first, live.process(lowres[half:]), live.process(np.zeros(sr, np.float32))])
+    switched = switched[live.latency : live.latency + plain.size]
+    assert live.new_band_db == -6.0
+    for trimmed in (from_start, switched):
+        assert abs(later_band_db(trimmed) - later_band_db(plain) + 6.0) < 0.5
+        assert ev.snr_lb(plain.astype(np.float64), trimmed.astype(np.float64), sr, input_rate) >= 60.0
+    np.testing.assert_array_equal(
+        switched[: half * sr // input_rate - live.latency], plain[: half * sr // input_rate - live.latency]
+    )

@@ -49,6 +49,8 @@ def wav16k(tmp_path) -> tuple[Path, np.ndarray]:
         ["--duration", "-1"],
         ["--backend", "cuda"],
         ["--latency", "soon"],
+        ["--new-band-db", "30"],
+        ["--new-band-db", "nan"],
         ["--no-such-flag"],
     ],
 )
@@ -82,6 +84,15 @@ def test_missing_and_corrupt_weights_are_one_line_errors(tmp_path, wav16k, tiny,
     assert "bad.safetensors" in err
     bad.with_suffix(".json").write_text("{not json")
     assert "not valid JSON" in one_line_error(capsys, main(base + ["--model", str(bad)]))
+    assert not out.exists()
+
+
+def test_a_trim_without_a_band_level_is_a_one_line_error(tmp_path, wav16k, tiny, capsys):
+    """The tiny generator has no band level, so there is nothing for --new-band-db to move."""
+    src, _ = wav16k
+    out = tmp_path / "out.wav"
+    argv = ["--input", str(src), "--output", str(out), "--model", tiny, "--new-band-db", "-3"]
+    assert "--new-band-db needs" in one_line_error(capsys, main(argv))
     assert not out.exists()
 
 

@@ -338,6 +338,10 @@ def test_bad_input_gets_clear_errors(speech, tmp_path):
         BandwidthExtender(speech, backend="cuda")
     with pytest.raises(ValueError, match="dry_wet"):
         BandwidthExtender(speech, dry_wet=1.5)
+    with pytest.raises(ValueError, match="new_band_db"):
+        BandwidthExtender(speech, new_band_db=30.0)
+    with pytest.raises(ValueError, match="new_band_db"):
+        ext.new_band_db = float("nan")
     with pytest.raises(ValueError, match="output_rate"):
         BandwidthExtender(speech, output_rate=1234)
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -366,9 +370,12 @@ def test_processor_is_rebuilt_when_rate_or_channels_change(speech):
         y = ext(x, 44100)
     assert ext.processor.input_rate == 44100 and ext.latency_samples != latency_48k
     assert y.shape == x.shape
-    # dry_wet reaches the live processor
+    # dry_wet and the new band's trim reach the live processor
     ext.dry_wet = 0.25
-    assert ext.processor.dry_wet == 0.25
+    ext.new_band_db = -4.0
+    assert ext.processor.dry_wet == 0.25 and ext.processor.new_band_db == -4.0
+    ext(x, RATE)  # a rebuilt processor keeps the trim
+    assert ext.processor.input_rate == RATE and ext.processor.new_band_db == -4.0
 
 
 # --- pedalboard is optional ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A mutable front end around the pure `StreamChain` (models/dsp/chain.py) for hosts that call
 `process(block)`: it checks the block's layout ((samples,) or (samples, channels)), replaces NaN/Inf
 blocks by silence before anything sees them, counts what happened (`stats`) and holds the live
-settings (`bypass`, `dry_wet`). `DryPath` is the same chain with the model left out, for an engine
+settings (`bypass`, `dry_wet`, `new_band_db`). `DryPath` is the same chain with the model left out, for an engine
 that must play something when the model is late.
 """
 
@@ -115,6 +115,10 @@ class BlockProcessor(_HostBlocks):
             With a band edge the output keeps the input below it and the new band's level follows
             the input's top band; without one (a same-rate input of unknown band) the generator runs
             alone and its noise excitation stays silent.
+        new_band_db: a listener's trim of the new band's level, in dB from the fitted rule's (within
+            +-24 dB; default 0). Voices differ above the band edge by several dB that the given band
+            does not reveal; the trim moves the generator's band level (`models.dsp.level`), so it
+            needs a band edge and a generator with a band level (the presets), and does nothing else.
 
     `latency` (output samples) = output-FIFO pre-fill (block buffering, at least model_block - 1)
     + both resamplers' delays + the model's latency + the band merge's delay: an impulse at input
@@ -131,8 +135,8 @@ class BlockProcessor(_HostBlocks):
     `dry_path()` returns an independent `DryPath` (no model, cheap): feed it every host block the
     processor is fed (e.g. in the audio callback); each call returns as many samples as `process()`
     does for that block and they are exactly the processor's bypass output, so when the model is late
-    the engine plays the `DryPath` samples for that stretch and stays in sync. Changes to `bypass` and
-    `dry_wet` take effect from the next model block.
+    the engine plays the `DryPath` samples for that stretch and stays in sync. Changes to `bypass`,
+    `dry_wet` and `new_band_db` take effect from the next model block.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class BlockProcessor(_HostBlocks):
         block_size: int | None = None,
         dry_wet: float = 1.0,
         input_cutoff_hz: float | None = None,
+        new_band_db: float = 0.0,
     ) -> None:
         input_rate = check_rate("input_rate", input_rate)
         if not isinstance(channels, (int, np.integer)) or channels < 1:
@@ -164,7 +169,8 @@ class BlockProcessor(_HostBlocks):
             band_edge_hz = None
         block = _choose_block(stepper, block_size)
         self.dry_wet = dry_wet
-        super().__init__(StreamChain(stepper, input_rate, output_rate, int(channels), block, band_edge_hz))
+        chain = StreamChain(stepper, input_rate, output_rate, int(channels), block, band_edge_hz, new_band_db)
+        super().__init__(chain)
         # One step on silence, thrown away (steps are pure): one-off costs such as tracing the torch
         # graph (~0.5 s) are paid here, not by the first live block.
         stepper.step(np.zeros((self.channels, block), np.float32), self.chain.init_model_state())
@@ -178,6 +184,15 @@ class BlockProcessor(_HostBlocks):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"dry_wet must be in [0, 1], got {value}")
         self._dry_wet = float(value)
+
+    @property
+    def new_band_db(self) -> float:
+        return self.chain.new_band_db
+
+    @new_band_db.setter
+    def new_band_db(self, value: float) -> None:
+        self.chain.set_new_band_db(value)
+        self._state = self.chain.with_level(self._state)
 
     @property
     def bypass(self) -> bool:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .band_merge import BandMerge
-from .level import level_state
+from .level import check_new_band_db, level_state
 from .resample import PASSBAND, Resampler, ResamplerState
 
 # Enumerating the FIFO need over one period costs O(period); past this a proven bound is used.
@@ -115,6 +115,8 @@ class StreamChain:
             band's level follows the input's top band (`models.dsp.level`, when the stepper has a
             config). Between the passband edge and the edge the upsampled input already rolls off,
             and only the model can fill that gap.
+        new_band_db: a listener's trim of the new band's level, dB from the fitted rule's (no effect
+            without a band edge or a generator without a band level); `set_new_band_db` changes it.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class StreamChain:
         channels: int,
         model_block: int,
         band_edge_hz: float | None = None,
+        new_band_db: float = 0.0,
     ) -> None:
         self.stepper = stepper
         self.input_rate, self.output_rate = int(input_rate), int(output_rate)
@@ -132,14 +135,10 @@ class StreamChain:
         self.channels, self.model_block = int(channels), int(model_block)
         self.band_edge_hz = band_edge_hz
         crossover_hz = PASSBAND * band_edge_hz if band_edge_hz is not None else None
+        self.crossover_hz = crossover_hz  # the output takes the model's band above it
         self.merge = BandMerge(self.model_rate, crossover_hz) if crossover_hz is not None else None
         self._state_finite = getattr(stepper, "state_finite", arrays_finite)
-        config = getattr(stepper, "config", None)
-        self.level_values = (
-            level_state(config, band_edge_hz, crossover_hz)
-            if crossover_hz is not None and config is not None
-            else {}
-        )
+        self.set_new_band_db(new_band_db)
         merge_delay = self.merge.delay if self.merge is not None else 0
         # Delay from the model's input to the merged output, at the model rate.
         self.model_latency = int(stepper.latency) + merge_delay
@@ -159,7 +158,25 @@ class StreamChain:
             self.channels,
             self.model_block,
             self.band_edge_hz,
+            self.new_band_db,
         )
+
+    def set_new_band_db(self, value: float) -> None:
+        """Trim the new band's level to `value` dB from the fitted rule's, for model states made from
+        now on (`with_level` moves a running stream's)."""
+        self.new_band_db = check_new_band_db(value)
+        config = getattr(self.stepper, "config", None)
+        self.level_values = (
+            level_state(config, self.band_edge_hz, self.crossover_hz, self.new_band_db)
+            if self.crossover_hz is not None and config is not None
+            else {}
+        )
+
+    def with_level(self, state: ChainState) -> ChainState:
+        """`state` with its generator's band level set to this chain's (after `set_new_band_db`)."""
+        if state.model is None or not self.level_values:
+            return state
+        return replace(state, model=self.stepper.with_state_values(state.model, self.level_values))
 
     def aligned_chunk(self) -> int:
         """The shortest input length (a whole number of model blocks) after which the chain is back at

@@ -16,7 +16,9 @@ band's short-term power with a fixed bank of complex band-pass filters, one fram
 samples, and returns the amplitude that rule gives each excitation band. The generator multiplies
 it by a bounded correction (`correction_gain`: at most +-CORRECTION_DB) that it predicts from the
 signal, so an untrained generator (zero correction) plays noisefill's level, and training can only
-move it from there.
+move it from there. A listener's trim (`new_band_db`, at most +-NEW_BAND_MAX_DB) adds to the fitted
+offset: voices differ by several dB above the band edge in ways the given band does not reveal
+(docs/TRAINING.md), so the host lets the listener move the band by ear.
 
 Which analysis bands form the top band, and how much power each excitation band gets per unit of
 top-band power, depend on the band edge only: the host computes them once (`level_state`, numpy) and
@@ -50,6 +52,7 @@ ANALYSIS_HIGH_HZ = 20000.0  # highest: a 44.1 kHz input to a 48 kHz model, [15.6
 ANALYSIS_BANDS_PER_OCTAVE = 4
 STATE_PREFIX = "level"  # both generators keep their BandLevel under this name
 SHAPE_POINTS_PER_BAND = 64  # quadrature points per band when integrating the shape
+NEW_BAND_MAX_DB = 24.0  # a listener's trim of the new band's level: within this of the fitted rule
 
 
 def power_law_shape(slope: float) -> tuple[tuple[float, float], ...]:
@@ -131,25 +134,48 @@ def _effective_bandwidth(sample_rate: int, window: int) -> np.ndarray:
     return width
 
 
-def level_state(config: Any, cut_hz: float, crossover_hz: float) -> dict[str, np.ndarray]:
+def check_new_band_db(value: Any) -> float:
+    """`value` as a trim of the new band's level in dB, or ValueError: a finite number within
+    +-NEW_BAND_MAX_DB."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        raise ValueError(f"new_band_db must be a number of dB, got {value!r}")
+    if not math.isfinite(value) or abs(value) > NEW_BAND_MAX_DB:
+        raise ValueError(f"new_band_db must lie within +-{NEW_BAND_MAX_DB:g} dB, got {value}")
+    return float(value)
+
+
+def _config_getter(config: Any) -> Any:
+    if isinstance(config, Mapping):
+        config = upgrade_level_fields(dict(config))
+        return config.get
+    return lambda key, default=None: getattr(config, key, default)
+
+
+def has_band_level(config: Any) -> bool:
+    """Whether a generator with `config` (dataclass, dict or None) has a band level to set."""
+    return config is not None and int(_config_getter(config)("noise_bands", 0) or 0) > 0
+
+
+def level_state(
+    config: Any, cut_hz: float, crossover_hz: float, new_band_db: float = 0.0
+) -> dict[str, np.ndarray]:
     """State values of a generator's BandLevel for an input whose band ends at `cut_hz` (its Nyquist
-    frequency, or a same-rate cutoff) with the host taking the model's output above `crossover_hz`.
+    frequency, or a same-rate cutoff) with the host taking the model's output above `crossover_hz`;
+    `new_band_db` moves the rule's level from the fitted one (a listener's trim, `check_new_band_db`).
 
     `config`: the generator's config (dataclass or dict with noise_bands, noise_low_hz, sample_rate,
     level_shape, level_offset_db, level_window; a dict may still hold a `level_slope`). Returns {"level.top": (K,), "level.rule": (bands,)} float32; empty for
     a generator without excitation.
     """
-    if isinstance(config, Mapping):
-        config = upgrade_level_fields(dict(config))
-    get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
-    bands = int(get("noise_bands", 0) or 0)
-    if not bands:
+    if not has_band_level(config):
         return {}
+    get = _config_getter(config)
+    bands = int(get("noise_bands"))
     rate = int(get("sample_rate"))
     if not 0 < crossover_hz <= cut_hz < rate / 2:
         raise ValueError(f"need 0 < crossover_hz <= cut_hz < {rate / 2}, got {crossover_hz}, {cut_hz}")
     shape, window = check_level_shape(get("level_shape")), int(get("level_window"))
-    offset_db = float(get("level_offset_db", 0.0) or 0.0)
+    offset_db = float(get("level_offset_db", 0.0) or 0.0) + check_new_band_db(new_band_db)
     lo, hi = cut_hz / math.sqrt(2), crossover_hz
     if hi <= lo:  # a crossover far below the cut: measure the half-octave below it instead
         lo = hi / math.sqrt(2)
