@@ -76,6 +76,9 @@ class AEROMambaConfig(JsonConfig):
     expand: int = 2
     backend: str = "auto"  # selective-scan backend of the Mamba blocks
     residual: bool = True  # predict a correction of the input spectrum (False: the full spectrum)
+    # True: the spectrum passes as the input's and the network only predicts the excitation's bounded
+    # level correction, so the rule (models/dsp/level.py) keeps owning the new band (needs noise_bands).
+    correction_only: bool = False
     noise_bands: int = 0  # > 0: a noise excitation (models/excitation.py) with this many bands
     noise_low_hz: float = 3500.0  # lowest frequency the excitation can fill
     level_window: int = 512  # samples of input each level frame (one per hop) measures (models/band_level.py)
@@ -106,6 +109,8 @@ class AEROMambaConfig(JsonConfig):
             raise ValueError(f"dec_kernel must be (odd freq kernel, time kernel >= 1), got {self.dec_kernel}")
         if self.noise_bands < 0:
             raise ValueError(f"noise_bands must be >= 0, got {self.noise_bands}")
+        if self.correction_only and not self.noise_bands:
+            raise ValueError("correction_only needs a noise excitation (noise_bands > 0)")
         if self.level_window < self.hop:
             raise ValueError(f"level_window must be >= hop ({self.hop}), got {self.level_window}")
         if self.channels < 1 or self.growth < 1:
@@ -426,7 +431,12 @@ class AEROMamba(_Composite):
         if self.noise is not None:
             h, gain_map = h[:, :2], h[:, 2]
         # Residual: the input's Nyquist bin passes through untouched; otherwise it is zero, as in AERO.
-        spec = full + F.pad(h * std, (0, 0, 0, 1)) if cfg.residual else h * std + mean
+        if cfg.correction_only:
+            spec = full
+        elif cfg.residual:
+            spec = full + F.pad(h * std, (0, 0, 0, 1))
+        else:
+            spec = h * std + mean
         y = self._run("istft", self.istft, spec, state, out)
         if self.noise is not None:
             # The rule's level per band and frame (models/band_level.py) times the predicted correction.

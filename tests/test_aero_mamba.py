@@ -173,3 +173,33 @@ def test_config_round_trips_through_a_dict():
     cfg = music_config()
     assert AEROMambaConfig.from_dict(cfg.to_dict()) == cfg
     assert isinstance(cfg.to_dict()["strides"], list)
+
+
+@torch.no_grad()
+def test_a_correction_only_network_moves_the_excitation_and_nothing_else():
+    """correction_only: a network with a trained-like output layer passes the input spectrum as it is
+    (the identity, delayed, while the rule is silent: no band edge) and, with a band edge, its
+    correction moves the excitation's level."""
+    from models.dsp.level import level_state
+
+    cfg = dataclasses.replace(music_config(), correction_only=True)
+    trained, untrained = randomised(AEROMamba(cfg)), AEROMamba(cfg).eval()
+    hop, lat = trained.block_multiple, trained.latency
+    x = music_signal(hop * 24)
+    torch.testing.assert_close(trained(x)[:, lat:], x[:, :-lat], atol=1e-5, rtol=0)
+    full = randomised(AEROMamba(music_config()))  # the same layer as a spectral residual changes the signal
+    assert (full(x)[:, lat:] - x[:, :-lat]).abs().max() > 1e-3
+
+    def new_band(model: AEROMamba) -> torch.Tensor:
+        state = model.init_state(x.shape[0])
+        for key, value in level_state(cfg, 5512.5, 0.9 * 5512.5).items():
+            state[key] = torch.as_tensor(value).expand_as(state[key]).clone()
+        y = model.step(x, state)[0]
+        return torch.fft.rfft(y - torch.nn.functional.pad(x, (lat, 0))[:, : y.shape[1]], dim=-1)
+
+    moved, plain = new_band(trained), new_band(untrained)
+    bins = torch.fft.rfftfreq(x.shape[1], 1 / RATE)
+    power = [float((b[:, bins > 6000].abs() ** 2).sum()) for b in (moved, plain)]
+    assert abs(10 * math.log10(power[0] / power[1])) > 0.5  # the correction moved the band
+    with pytest.raises(ValueError, match="correction_only"):
+        tiny_config(correction_only=True)
