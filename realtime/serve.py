@@ -2,9 +2,10 @@
 
 Protocol, one connection per stream:
 
-    ws://HOST:PORT/v1/stream?model=speech&rate=16000[&format=f32le|s16le][&output_rate=48000]
+    ws://HOST:PORT/v1/stream?model=speech&rate=16000[&format=f32le|s16le][&output_rate=48000][&new_band_db=DB]
 
-- the server's first message is text JSON: {"model", "rate", "output_rate", "format",
+(`new_band_db`: the listener's trim of the new band's level, as `--new-band-db`)
+- the server's first message is text JSON: {"model", "rate", "output_rate", "format", "new_band_db",
   "latency_samples"} (latency at the output rate), or {"error": ...} and close code 1008 for a bad
   request (1013 when the server is full);
 - the client sends binary frames of mono PCM at `rate`, any length; the server sends binary frames
@@ -26,10 +27,12 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+
+from models.dsp.level import NEW_BAND_MAX_DB, check_new_band_db
 
 from .stream_hub import RequestError, Stream, StreamHub
 
@@ -39,8 +42,16 @@ SERVE_EXTRA = "pip install 'livesr[serve]'"
 MAX_QUEUED_SECONDS = 4.0  # output a client leaves unread before its stream is dropped
 
 
-def parse_request(path: str) -> tuple[str, int, str, int | None]:
-    """(model, rate, format, output_rate) from a request path's query, or RequestError."""
+class StreamRequest(NamedTuple):
+    model: str
+    rate: int
+    format: str
+    output_rate: int | None
+    new_band_db: float  # the listener's trim of the new band's level (models/dsp/level.py)
+
+
+def parse_request(path: str) -> StreamRequest:
+    """What a request path's query asks for, or RequestError."""
     query = parse_qs(urlsplit(path).query)
 
     def one(name: str, default: str | None = None) -> str | None:
@@ -69,7 +80,12 @@ def parse_request(path: str) -> tuple[str, int, str, int | None]:
     fmt = one("format", "f32le") or "f32le"
     if fmt not in FORMATS:
         raise RequestError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return model, rate, fmt, integer("output_rate", one("output_rate"))
+    trim = one("new_band_db", "0") or "0"
+    try:
+        new_band_db = check_new_band_db(float(trim))
+    except ValueError:
+        raise RequestError(f"new_band_db must be dB within +-{NEW_BAND_MAX_DB:g}, got {trim!r}") from None
+    return StreamRequest(model, rate, fmt, integer("output_rate", one("output_rate")), new_band_db)
 
 
 def decode(frame: bytes, fmt: str) -> np.ndarray:
@@ -179,8 +195,8 @@ class StreamServer:
         """Serve one stream connection to its end (the protocol of this module's docstring)."""
         self.start()
         try:
-            model, rate, fmt, output_rate = parse_request(ws.path)
-            stream = self.hub.open(model, rate, output_rate)
+            model, rate, fmt, output_rate, new_band_db = parse_request(ws.path)
+            stream = self.hub.open(model, rate, output_rate, new_band_db)
         except RequestError as err:
             await ws.send(json.dumps({"error": str(err)}))
             await ws.close(1013 if err.busy else 1008, str(err)[:120])
@@ -191,6 +207,7 @@ class StreamServer:
             "rate": rate,
             "output_rate": chain.output_rate,
             "format": fmt,
+            "new_band_db": chain.new_band_db,
             "latency_samples": chain.latency,
         }
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()

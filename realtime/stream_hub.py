@@ -1,10 +1,10 @@
 """Many live streams, one batched model call per tick: the transport-free core of `livesr serve`.
 
-Streams that share a model and both rates form a group with one `StreamChain`. Each stream keeps
-its own chain state (batch 1) and an input buffer. A tick takes one `aligned_chunk` of input from
-every stream of a group that has one ready, stacks their states (`StreamChain.stack`), runs the
-whole chain once for all of them (resampler, model, band merge, output FIFO: one call each), and
-hands each stream its rows back. Because every stream is stepped in whole aligned chunks, a stream
+Streams that share a model, both rates and the new band's trim form a group with one `StreamChain`.
+Each stream keeps its own chain state (batch 1) and an input buffer. A tick takes one
+`aligned_chunk` of input from every stream of a group that has one ready, stacks their states
+(`StreamChain.stack`), runs the whole chain once for all of them (resampler, model, band merge,
+output FIFO: one call each), and hands each stream its rows back. Because every stream is stepped in whole aligned chunks, a stream
 gets exactly the samples file mode would give it, whoever it was batched with.
 
 Isolation: non-finite input samples are replaced by 0 and samples beyond +-`CLAMP` are clipped
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from models.dsp.chain import ChainState, StreamChain
+from models.dsp.level import has_band_level
 from models.dsp.offline import flush_lengths
 from models.dsp.resample import check_rate
 
@@ -43,7 +44,7 @@ class RequestError(ValueError):
 class Stream:
     """One client stream: its chain state, the input not yet stepped and the output counts."""
 
-    key: tuple[str, int, int]
+    key: tuple[str, int, int, float]  # (model, input rate, output rate, new_band_db): its batch group
     chain: StreamChain
     state: ChainState
     chunk: int
@@ -111,7 +112,7 @@ class StreamHub:
         self._load, self.models = load, tuple(models)
         self.max_streams, self.max_buffer_seconds, self.max_batch = max_streams, max_buffer_seconds, max_batch
         self._steppers: dict[str, Any] = {}
-        self._chains: dict[tuple[str, int, int], StreamChain] = {}
+        self._chains: dict[tuple[str, int, int, float], StreamChain] = {}
         self.streams: list[Stream] = []
         self.metrics = HubMetrics()
         self._lock = threading.Lock()  # guards stream lists and inboxes between transport and ticks
@@ -123,8 +124,9 @@ class StreamHub:
                 self._steppers[name] = self._load(name)
 
     # ---- opening and feeding streams (transport side) ------------------------------------------------
-    def open(self, model: str, rate: int, output_rate: int | None = None) -> Stream:
-        """A new stream, or RequestError naming what is wrong with the request."""
+    def open(self, model: str, rate: int, output_rate: int | None = None, new_band_db: float = 0.0) -> Stream:
+        """A new stream, or RequestError naming what is wrong with the request. `new_band_db`: the
+        listener's trim of the new band's level (streams with different trims batch apart)."""
         if model not in self.models:
             raise RequestError(f"unknown model {model!r}; choose one of {', '.join(self.models)}")
         try:
@@ -141,10 +143,14 @@ class StreamHub:
             self._steppers[model] = self._load(model)
         stepper = self._steppers[model]
         out = int(stepper.sample_rate) if output_rate is None else int(output_rate)
-        key = (model, int(rate), out)
+        band_edge = rate / 2 if rate < stepper.sample_rate else None
+        if new_band_db and (band_edge is None or not has_band_level(getattr(stepper, "config", None))):
+            raise RequestError(f"new_band_db needs an input below {model}'s rate, {stepper.sample_rate} Hz")
+        key = (model, int(rate), out, float(new_band_db))
         if key not in self._chains:
-            band_edge = rate / 2 if rate < stepper.sample_rate else None
-            self._chains[key] = StreamChain(stepper, rate, out, 1, int(stepper.block_size), band_edge)
+            self._chains[key] = StreamChain(
+                stepper, rate, out, 1, int(stepper.block_size), band_edge, new_band_db
+            )
         chain = self._chains[key]
         stream = Stream(key, chain, chain.init_state(1), chain.aligned_chunk())
         with self._lock:

@@ -16,8 +16,8 @@ from realtime.processor import Processor
 from realtime.serve import decode, encode
 
 
-def file_mode(model: str, rate: int, x: np.ndarray) -> np.ndarray:
-    return Processor(load_generator(model), rate).process_file_array(x)
+def file_mode(model: str, rate: int, x: np.ndarray, new_band_db: float = 0.0) -> np.ndarray:
+    return Processor(load_generator(model), rate, new_band_db=new_band_db).process_file_array(x)
 
 
 def signal(rate: int, seconds: float, seed: int) -> np.ndarray:
@@ -70,7 +70,7 @@ async def run_stream(
 
 def assert_equals_file_mode(model: str, rate: int, x: np.ndarray, header: dict, y: np.ndarray, code) -> None:
     assert code == 1000
-    ref = file_mode(model, rate, x)
+    ref = file_mode(model, rate, x, header["new_band_db"])
     latency = header["latency_samples"]
     assert y.size == latency + ref.size
     np.testing.assert_allclose(y[latency:], ref, atol=1e-4, rtol=0)

@@ -30,31 +30,32 @@ async def with_server(scenario: Callable[[int], Awaitable[object]], **limits) ->
         server.cancel()
 
 
-STREAMS = [  # model, rate, seconds, frame samples (any length, not a multiple of anything)
-    ("speech", 16000, 1.3, 333),
-    ("speech", 8000, 0.9, 77),
-    ("speech", 48000, 0.6, 1001),
-    ("mambawave", 16000, 0.4, 160),
-    ("music", 11025, 1.1, 512),
-    ("speech", 8000, 1.6, 80),
-    ("music", 22050, 0.5, 999),
-    ("mambawave", 24000, 1.0, 480),
+STREAMS = [  # model, rate, seconds, frame samples (any length, not a multiple of anything), more query
+    ("speech", 16000, 1.3, 333, ""),
+    ("speech", 8000, 0.9, 77, "&new_band_db=4.5"),  # batched with the other 8 kHz stream: same trim
+    ("speech", 48000, 0.6, 1001, ""),
+    ("mambawave", 16000, 0.4, 160, ""),
+    ("music", 11025, 1.1, 512, "&new_band_db=-5"),
+    ("speech", 8000, 1.6, 80, "&new_band_db=4.5"),
+    ("music", 22050, 0.5, 999, ""),
+    ("mambawave", 24000, 1.0, 480, ""),
 ]
 
 
 def test_eight_concurrent_streams_each_equal_file_mode():
-    inputs = [signal(rate, seconds, i) for i, (_, rate, seconds, _) in enumerate(STREAMS)]
+    inputs = [signal(rate, seconds, i) for i, (_, rate, seconds, _, _) in enumerate(STREAMS)]
 
     async def scenario(port: int):
         return await asyncio.gather(
             *(
-                run_stream(port, f"model={m}&rate={r}", x, frame, pace=0.001)
-                for (m, r, _, frame), x in zip(STREAMS, inputs)
+                run_stream(port, f"model={m}&rate={r}{more}", x, frame, pace=0.001)
+                for (m, r, _, frame, more), x in zip(STREAMS, inputs)
             )
         )
 
     results, hub = asyncio.run(with_server(scenario))
-    for (model, rate, _, _), x, (header, y, code) in zip(STREAMS, inputs, results):
+    assert [header["new_band_db"] for header, _, _ in results] == [0, 4.5, 0, 0, -5, 4.5, 0, 0]
+    for (model, rate, _, _, _), x, (header, y, code) in zip(STREAMS, inputs, results):
         assert header["output_rate"] == (44100 if model == "music" else 48000)
         assert_equals_file_mode(model, rate, x, header, y, code)
     assert max(i for i, c in enumerate(hub.metrics.batch_counts) if c) > 0  # some model calls batched streams
@@ -100,12 +101,18 @@ def test_requests_frames_and_http_endpoints():
         parse_request("/v1/stream?model=speech")
     with pytest.raises(RequestError, match="integer"):
         parse_request("/v1/stream?model=speech&rate=fast")
+    with pytest.raises(RequestError, match="new_band_db"):
+        parse_request("/v1/stream?model=speech&rate=16000&new_band_db=40")
+    with pytest.raises(RequestError, match="new_band_db"):
+        parse_request("/v1/stream?model=speech&rate=16000&new_band_db=loud")
     assert parse_request("/v1/stream?model=music&rate=11025&format=s16le&output_rate=48000") == (
         "music",
         11025,
         "s16le",
         48000,
+        0.0,
     )
+    assert parse_request("/v1/stream?model=speech&rate=8000&new_band_db=-4.5").new_band_db == -4.5
     with pytest.raises(ValueError, match="whole 4-byte"):
         decode(b"\x00" * 6, "f32le")
     x = np.array([0.0, 0.5, -1.0, 0.999], np.float32)
@@ -135,6 +142,17 @@ def test_requests_frames_and_http_endpoints():
     assert odd == 1007
     assert "maximum of 1 streams" in busy["error"] and busy_code == 1013
     assert "livesr_streams_rejected_total 1" in metrics and "livesr_step_seconds_bucket" in metrics
+
+
+def test_a_streams_trim_sets_its_band_level_and_its_batch_group():
+    hub = make_hub(("speech",))
+    plain, trimmed = hub.open("speech", 16000), hub.open("speech", 16000, new_band_db=-6.0)
+    assert plain.key != trimmed.key and trimmed.chain.new_band_db == -6.0
+    np.testing.assert_allclose(
+        trimmed.chain.level_values["level.rule"], plain.chain.level_values["level.rule"] * 10**-0.6, rtol=1e-6
+    )
+    with pytest.raises(RequestError, match="below speech's rate"):
+        hub.open("speech", 48000, new_band_db=3.0)
 
 
 def test_the_hub_stops_taking_input_past_its_buffer_limit():
