@@ -3,8 +3,8 @@
 A mutable front end around the pure `StreamChain` (models/dsp/chain.py) for hosts that call
 `process(block)`: it checks the block's layout ((samples,) or (samples, channels)), replaces NaN/Inf
 blocks by silence before anything sees them, counts what happened (`stats`) and holds the live
-settings (`bypass`, `dry_wet`, `new_band_db`). `DryPath` is the same chain with the model left out, for an engine
-that must play something when the model is late.
+settings (`bypass`, `dry_wet`, `new_band_db`). `DryPath` is the same chain with the model left out,
+for an engine that must play something when the model is late.
 """
 
 from __future__ import annotations
