@@ -4,8 +4,9 @@ Streams that share a model, both rates and the new band's trim form a group with
 Each stream keeps its own chain state (batch 1) and an input buffer. A tick takes one
 `aligned_chunk` of input from every stream of a group that has one ready, stacks their states
 (`StreamChain.stack`), runs the whole chain once for all of them (resampler, model, band merge,
-output FIFO: one call each), and hands each stream its rows back. Because every stream is stepped in whole aligned chunks, a stream
-gets exactly the samples file mode would give it, whoever it was batched with.
+output FIFO: one call each), and hands each stream its rows back. Because every stream is stepped
+in whole aligned chunks, a stream gets exactly the samples file mode would give it, whoever it was
+batched with.
 
 Isolation: non-finite input samples are replaced by 0 and samples beyond +-`CLAMP` are clipped
 before anything sees them (so one stream cannot poison the batch's model call); a stream that stalls

@@ -165,10 +165,11 @@ class StreamChain:
         """Trim the new band's level to `value` dB from the fitted rule's, for model states made from
         now on (`with_level` moves a running stream's)."""
         self.new_band_db = check_new_band_db(value)
-        config = getattr(self.stepper, "config", None)
-        self.level_values = (
-            level_state(config, self.band_edge_hz, self.crossover_hz, self.new_band_db)
-            if self.crossover_hz is not None and config is not None
+        self.level_values = (  # empty for a stepper without a config or a band level
+            level_state(
+                getattr(self.stepper, "config", None), self.band_edge_hz, self.crossover_hz, self.new_band_db
+            )
+            if self.crossover_hz is not None
             else {}
         )
 
